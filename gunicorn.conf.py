@@ -1,0 +1,50 @@
+"""gunicorn settings for `gunicorn app:app` (read from the working directory).
+
+Override any of them on the command line; PORT, WEB_CONCURRENCY and
+GUNICORN_THREADS are read here.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+
+from receiver.config import ConfigError, load_settings
+
+# Fail in the master, once, with the variable's name, before forking workers.
+try:
+    load_settings()
+except ConfigError as _error:
+    sys.exit(f"configuration error: {_error}")
+
+bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads let one process group-commit the callbacks that arrive together.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+keepalive = 5
+graceful_timeout = 20
+# Several instances share one host (tests, benchmarks, blue/green deploys).
+control_socket_disable = True
+
+accesslog = "-"
+# %(U)s is the path without the query string: the query carries the URL token.
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+
+# Counters shared by all workers (see receiver/metrics.py).
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="receiver-metrics-")
+    _owned_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+else:
+    _owned_metrics_dir = None
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _owned_metrics_dir:
+        shutil.rmtree(_owned_metrics_dir, ignore_errors=True)

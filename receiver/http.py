@@ -1,0 +1,145 @@
+"""HTTP routes: read the request, call the intake, map the outcome to SPEC 3.
+
+Every answer is JSON (metrics aside). This is the one place where outcomes
+become status codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from receiver import metrics
+from receiver.auth import AMS_SIGNATURE_HEADER, AuthenticationError
+from receiver.config import PRODUCTS, Settings
+from receiver.inbox import Inbox, InboxUnavailable
+from receiver.intake import Intake, InvalidPayload
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
+
+routes = Blueprint("receiver", __name__)
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> Response:
+    response = jsonify({"error": {"code": code, "message": message, **extra}})
+    response.status_code = status
+    return response
+
+
+def _intake() -> Intake:
+    return current_app.extensions["receiver.intake"]
+
+
+def _read_body(max_bytes: int) -> bytes:
+    """The whole body, or RequestEntityTooLarge past `max_bytes`.
+
+    MAX_CONTENT_LENGTH is one byte more than the limit: werkzeug refuses a
+    declared Content-Length past it, but silently cuts a chunked body there,
+    so reading one byte too many is how a chunked body shows it is too large.
+    """
+    body = request.get_data(cache=False)
+    if len(body) > max_bytes:
+        raise RequestEntityTooLarge()
+    return body
+
+
+@routes.post("/callbacks/<source>")
+def receive_callback(source: str) -> Response:
+    if source not in PRODUCTS:
+        return _error(404, "NotFound", "no such route")
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        raw_body = _read_body(current_app.extensions["receiver.settings"].max_body_bytes)
+        result = _intake().receive(
+            source,
+            raw_body,
+            token=request.args.get("token"),
+            signature_header=request.headers.get(AMS_SIGNATURE_HEADER),
+        )
+        outcome = "duplicate" if result.duplicate else "accepted"
+        return jsonify({"status": outcome, "id": result.id})
+    except RequestEntityTooLarge:
+        outcome = "too_large"
+        return _error(413, "PayloadTooLarge", "body is larger than MAX_BODY_BYTES")
+    except AuthenticationError as error:
+        outcome = "unauthorized"
+        return _error(401, "Unauthorized", str(error))
+    except InvalidPayload as error:
+        outcome = "invalid"
+        return _error(400, "InvalidPayload", error.message, fields=error.fields)
+    except InboxUnavailable as error:
+        outcome = "unavailable"
+        log.error("inbox unavailable: %s", error)
+        response = _error(503, "InboxUnavailable", "the inbox cannot store callbacks right now")
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    finally:
+        metrics.CALLBACKS.labels(source, outcome).inc()
+        metrics.CALLBACK_SECONDS.labels(source).observe(time.perf_counter() - started)
+
+
+@routes.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@routes.get("/readyz")
+def readyz() -> Response:
+    inbox: Inbox = current_app.extensions["receiver.inbox"]
+    checks = {"inbox": "ok", "sink": "ok", "tencentcloud": "ok"}
+    try:
+        inbox.check_writable()
+    except InboxUnavailable:
+        checks["inbox"] = "unavailable"
+        response = jsonify({"status": "unavailable", "checks": checks})
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+    status = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
+    return jsonify({"status": status, "checks": checks})
+
+
+@routes.get("/metrics")
+def metrics_route() -> Response:
+    inbox: Inbox = current_app.extensions["receiver.inbox"]
+    body, content_type = metrics.render(inbox.counts_by_state)
+    return Response(body, content_type=content_type)
+
+
+def _http_error(error: HTTPException) -> Response:
+    if isinstance(error, RequestEntityTooLarge):
+        return _error(413, "PayloadTooLarge", "body is larger than MAX_BODY_BYTES")
+    code = {404: "NotFound", 405: "MethodNotAllowed"}.get(error.code or 500, "HTTPError")
+    response = _error(error.code or 500, code, error.description or error.name)
+    if error.code == 405 and error.valid_methods:
+        response.headers["Allow"] = ", ".join(error.valid_methods)
+    return response
+
+
+def _unexpected_error(error: Exception) -> Response:
+    # request.path, never request.url: the query string carries the URL token.
+    log.error("unexpected error answering %s %s", request.method, request.path, exc_info=error)
+    return _error(500, "InternalError", "internal error")
+
+
+def create_app(settings: Settings, inbox: Inbox) -> Flask:
+    """The WSGI application: routes, error answers and the intake bound to `inbox`."""
+    app = Flask("receiver")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
+    app.json.sort_keys = False
+    intake = Intake(settings, inbox)
+    app.extensions["receiver.settings"] = settings
+    app.extensions["receiver.inbox"] = inbox
+    app.extensions["receiver.intake"] = intake
+    app.register_blueprint(routes)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    intake.log_signing_posture()
+    return app

@@ -1,0 +1,78 @@
+"""The durable inbox: one interface, one backend per file (SQLite now, SQS later).
+
+Web processes `accept()` callbacks; `200` is answered only once `accept()`
+has returned, i.e. the record is on durable storage. Workers `claim()` due
+records under a lease, and settle each one: `mark_done()`, `retry_later()`,
+`reject()` (a failed check, kept with its reason) or `bury()` (a dead letter
+after too many attempts). A crashed worker's lease simply expires, and its
+records become claimable again.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from receiver.callbacks import CallbackRecord
+from receiver.config import ConfigError, Settings
+
+STATES = ("pending", "leased", "done", "rejected", "dead")
+
+
+class InboxUnavailable(Exception):
+    """The inbox cannot durably store a record right now; the sender should retry."""
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    id: str
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class ClaimedRecord:
+    record: CallbackRecord
+    attempts: int
+    lease_expires_at: float
+
+
+class Inbox(ABC):
+    @abstractmethod
+    def accept(self, record: CallbackRecord) -> AcceptResult:
+        """Store `record` durably, or return the id of the same callback stored before."""
+
+    @abstractmethod
+    def check_writable(self) -> None:
+        """Raise InboxUnavailable unless a write would succeed now."""
+
+    @abstractmethod
+    def claim(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedRecord]:
+        """Lease up to `limit` due records (pending and due, or with an expired lease)."""
+
+    @abstractmethod
+    def mark_done(self, owner: str, ids: list[str], now: float) -> None: ...
+
+    @abstractmethod
+    def retry_later(self, owner: str, record_id: str, error: str, next_attempt_at: float, now: float) -> None: ...
+
+    @abstractmethod
+    def reject(self, owner: str, record_id: str, reason: str, now: float) -> None: ...
+
+    @abstractmethod
+    def bury(self, owner: str, record_id: str, error: str, now: float) -> None: ...
+
+    @abstractmethod
+    def counts_by_state(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def open_inbox(settings: Settings) -> Inbox:
+    """The inbox INBOX_URL names."""
+    path = settings.sqlite_path
+    if path is not None:
+        from receiver.inbox.sqlite import SqliteInbox
+
+        return SqliteInbox(path)
+    raise ConfigError("INBOX_URL: the sqs+ inbox is not available in this version; use sqlite:///path")

@@ -1,0 +1,277 @@
+"""SQLite inbox for one host: WAL, synchronous=FULL, group commit.
+
+Every gunicorn worker process and every worker process on the host opens the
+same file. Within a process, one committer thread writes the callbacks of all
+request threads: it takes every record waiting, inserts them in one
+transaction and commits once, so a burst costs one fsync rather than one per
+callback. A request thread is answered only after that commit returned.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from receiver.callbacks import CallbackRecord
+from receiver.inbox import AcceptResult, ClaimedRecord, Inbox, InboxUnavailable
+
+BUSY_TIMEOUT_SECONDS = 5.0
+ACCEPT_TIMEOUT_SECONDS = 10.0
+MAX_GROUP = 256
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS inbox (
+    id               TEXT PRIMARY KEY,
+    dedup_key        TEXT NOT NULL UNIQUE,
+    source           TEXT NOT NULL,
+    event_type       TEXT NOT NULL,
+    task_id          TEXT,
+    resolve_by       TEXT NOT NULL,
+    session_id       TEXT,
+    session_context  TEXT,
+    claimed_status   TEXT,
+    body             TEXT NOT NULL,
+    received_at      REAL NOT NULL,
+    state            TEXT NOT NULL DEFAULT 'pending'
+                     CHECK (state IN ('pending', 'leased', 'done', 'rejected', 'dead')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  REAL NOT NULL,
+    lease_owner      TEXT,
+    lease_expires_at REAL,
+    last_error       TEXT,
+    reason           TEXT,
+    updated_at       REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS inbox_due ON inbox (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS inbox_task ON inbox (source, task_id);
+"""
+
+_RECORD_COLUMNS = (
+    "id, dedup_key, source, event_type, task_id, resolve_by, session_id, "
+    "session_context, claimed_status, body, received_at"
+)
+
+_INSERT = f"""
+INSERT INTO inbox ({_RECORD_COLUMNS}, next_attempt_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (dedup_key) DO NOTHING
+RETURNING id
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection with the durability settings every user of the file relies on."""
+    conn = sqlite3.connect(
+        str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+class _PendingAccept:
+    __slots__ = ("record", "done", "result", "error")
+
+    def __init__(self, record: CallbackRecord):
+        self.record = record
+        self.done = threading.Event()
+        self.result: AcceptResult | None = None
+        self.error: BaseException | None = None
+
+
+class _GroupCommitter:
+    """One thread per process that turns waiting accepts into one transaction."""
+
+    def __init__(self, path: Path):
+        self._path = path
+        self._queue: queue.SimpleQueue[_PendingAccept] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._owner_pid: int | None = None
+        self._start_lock = threading.Lock()
+
+    def accept(self, record: CallbackRecord) -> AcceptResult:
+        self._ensure_running()
+        pending = _PendingAccept(record)
+        self._queue.put(pending)
+        if not pending.done.wait(ACCEPT_TIMEOUT_SECONDS):
+            raise InboxUnavailable("timed out waiting for the inbox commit")
+        if pending.error is not None:
+            raise InboxUnavailable(str(pending.error)) from pending.error
+        assert pending.result is not None
+        return pending.result
+
+    def _ensure_running(self) -> None:
+        # A fork (gunicorn --preload) copies no threads: start one per process.
+        if self._owner_pid == os.getpid() and self._thread is not None:
+            return
+        with self._start_lock:
+            if self._owner_pid != os.getpid() or self._thread is None:
+                self._queue = queue.SimpleQueue()
+                self._thread = threading.Thread(
+                    target=self._run, name="inbox-committer", daemon=True
+                )
+                self._owner_pid = os.getpid()
+                self._thread.start()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        while True:
+            group = [self._queue.get()]
+            while len(group) < MAX_GROUP:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                if conn is None:
+                    conn = connect(self._path)
+                results = _insert_group(conn, [p.record for p in group])
+            except Exception as error:  # noqa: BLE001 - every waiter must be answered
+                if conn is not None:
+                    conn.close()
+                    conn = None
+                for pending in group:
+                    pending.error = error
+                    pending.done.set()
+                continue
+            for pending, result in zip(group, results, strict=True):
+                pending.result = result
+                pending.done.set()
+
+
+def _insert_group(conn: sqlite3.Connection, records: list[CallbackRecord]) -> list[AcceptResult]:
+    now = time.time()
+    results = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for r in records:
+            row = conn.execute(
+                _INSERT,
+                (
+                    r.id, r.dedup_key, r.source, r.event_type, r.task_id, r.resolve_by,
+                    r.session_id, r.session_context, r.claimed_status, r.body,
+                    r.received_at, r.received_at, now,
+                ),
+            ).fetchone()
+            if row is not None:
+                results.append(AcceptResult(row[0], duplicate=False))
+            else:
+                (existing,) = conn.execute(
+                    "SELECT id FROM inbox WHERE dedup_key = ?", (r.dedup_key,)
+                ).fetchone()
+                results.append(AcceptResult(existing, duplicate=True))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _row_to_record(row: sqlite3.Row | tuple) -> CallbackRecord:
+    return CallbackRecord(*row)
+
+
+class SqliteInbox(Inbox):
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(path)
+        try:
+            conn.executescript(SCHEMA)
+        finally:
+            conn.close()
+        self._committer = _GroupCommitter(path)
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = connect(self.path)
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    def accept(self, record: CallbackRecord) -> AcceptResult:
+        return self._committer.accept(record)
+
+    def check_writable(self) -> None:
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except sqlite3.Error as error:
+            self._local.conn = None
+            raise InboxUnavailable(str(error)) from error
+
+    def claim(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedRecord]:
+        conn = self._conn()
+        expires = now + lease_seconds
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute(
+                f"""
+                UPDATE inbox
+                SET state = 'leased', lease_owner = ?, lease_expires_at = ?,
+                    attempts = attempts + 1, updated_at = ?
+                WHERE id IN (
+                    SELECT id FROM inbox
+                    WHERE (state = 'pending' AND next_attempt_at <= ?)
+                       OR (state = 'leased' AND lease_expires_at <= ?)
+                    ORDER BY next_attempt_at
+                    LIMIT ?
+                )
+                RETURNING {_RECORD_COLUMNS}, attempts
+                """,
+                (owner, expires, now, now, now, limit),
+            ).fetchall()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return [ClaimedRecord(_row_to_record(r[:-1]), r[-1], expires) for r in rows]
+
+    def _settle(self, owner: str, ids: list[str], assignments: str, params: tuple) -> None:
+        """Update records still leased by `owner`; a lost lease leaves them alone."""
+        if not ids:
+            return
+        marks = ",".join("?" * len(ids))
+        self._conn().execute(
+            f"UPDATE inbox SET {assignments}, lease_owner = NULL, lease_expires_at = NULL "
+            f"WHERE lease_owner = ? AND state = 'leased' AND id IN ({marks})",
+            (*params, owner, *ids),
+        )
+
+    def mark_done(self, owner: str, ids: list[str], now: float) -> None:
+        self._settle(owner, ids, "state = 'done', updated_at = ?", (now,))
+
+    def retry_later(self, owner: str, record_id: str, error: str, next_attempt_at: float, now: float) -> None:
+        self._settle(
+            owner, [record_id],
+            "state = 'pending', last_error = ?, next_attempt_at = ?, updated_at = ?",
+            (error, next_attempt_at, now),
+        )
+
+    def reject(self, owner: str, record_id: str, reason: str, now: float) -> None:
+        self._settle(
+            owner, [record_id], "state = 'rejected', reason = ?, updated_at = ?", (reason, now)
+        )
+
+    def bury(self, owner: str, record_id: str, error: str, now: float) -> None:
+        self._settle(
+            owner, [record_id], "state = 'dead', last_error = ?, updated_at = ?", (error, now)
+        )
+
+    def counts_by_state(self) -> dict[str, int]:
+        rows = self._conn().execute("SELECT state, COUNT(*) FROM inbox GROUP BY state")
+        return dict(rows.fetchall())
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

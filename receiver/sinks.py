@@ -1,0 +1,36 @@
+"""Sinks: where forwarded events go. The log sink writes one JSON line per event."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Iterable
+from typing import Any, TextIO
+
+
+class LogSink:
+    """JSON lines to stdout, or appended to LOG_SINK_PATH and fsynced before returning."""
+
+    def __init__(self, path: str | None = None):
+        self._path = path
+        self._lock = threading.Lock()
+
+    def send(self, events: Iterable[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(e, ensure_ascii=False, separators=(",", ":")) + "\n" for e in events)
+        if not lines:
+            return
+        with self._lock:
+            if self._path is None:
+                sys.stdout.write(lines)
+                sys.stdout.flush()
+                return
+            with open(self._path, "a", encoding="utf-8") as out:
+                _write_durably(out, lines)
+
+
+def _write_durably(out: TextIO, text: str) -> None:
+    out.write(text)
+    out.flush()
+    os.fsync(out.fileno())

@@ -1,0 +1,1 @@
+"""Marshmallow schemas: callbacks, Describe answers, the normalized event."""

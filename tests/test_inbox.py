@@ -1,0 +1,73 @@
+"""The SQLite inbox on its own: idempotent accept, leases, settling."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+from receiver.callbacks import extract_record
+from receiver.inbox.sqlite import SqliteInbox
+from schemas.callbacks import MpsNotificationSchema
+from tests import payloads
+from tests.client import post_mps
+from tests.servers import ROOT, wait_until
+from tests.test_http_intake import inbox_rows
+
+T0 = 1_800_000_000.0
+
+
+def make_record(task_id: str, status: str = "FINISH"):
+    body = payloads.mps_workflow(task_id=task_id, status=status)
+    return extract_record("mps", MpsNotificationSchema().load(body), json.dumps(body).encode(), T0)
+
+
+def test_accept_is_idempotent(tmp_path):
+    inbox = SqliteInbox(tmp_path / "inbox.db")
+    first = inbox.accept(make_record("t1"))
+    again = inbox.accept(make_record("t1"))
+    assert not first.duplicate and again.duplicate and again.id == first.id
+    assert inbox.counts_by_state() == {"pending": 1}
+
+
+def test_expired_lease_is_reclaimed_and_the_old_owner_cannot_settle(tmp_path):
+    inbox = SqliteInbox(tmp_path / "inbox.db")
+    record_id = inbox.accept(make_record("t1")).id
+    [claimed] = inbox.claim("a", 10, lease_seconds=30, now=T0)
+    assert claimed.record.id == record_id and claimed.attempts == 1
+    assert inbox.claim("b", 10, lease_seconds=30, now=T0 + 10) == []  # still leased to a
+    [reclaimed] = inbox.claim("b", 10, lease_seconds=30, now=T0 + 31)  # a crashed: lease ran out
+    assert reclaimed.attempts == 2
+    inbox.mark_done("a", [record_id], now=T0 + 32)  # too late: b owns it now
+    assert inbox.counts_by_state() == {"leased": 1}
+    inbox.mark_done("b", [record_id], now=T0 + 33)
+    assert inbox.counts_by_state() == {"done": 1}
+
+
+def test_retry_reject_and_bury(tmp_path):
+    inbox = SqliteInbox(tmp_path / "inbox.db")
+    ids = [inbox.accept(make_record(f"t{i}")).id for i in range(3)]
+    inbox.claim("w", 10, 30, now=T0)
+    inbox.retry_later("w", ids[0], "InternalError", next_attempt_at=T0 + 60, now=T0)
+    inbox.reject("w", ids[1], "session_mismatch", now=T0)
+    inbox.bury("w", ids[2], "sink down", now=T0)
+    assert inbox.counts_by_state() == {"pending": 1, "rejected": 1, "dead": 1}
+    assert inbox.claim("w", 10, 30, now=T0 + 59) == []  # not due yet
+    [due] = inbox.claim("w", 10, 30, now=T0 + 60)
+    assert due.record.id == ids[0] and due.attempts == 2
+
+
+def test_worker_process_drains_the_inbox_and_stops_on_sigterm(start_receiver):
+    server = start_receiver()
+    for i in range(5):
+        assert post_mps(server.url, payloads.mps_workflow(task_id=f"drain-{i}")).status_code == 200
+    worker = subprocess.Popen([sys.executable, "-m", "receiver.worker"], cwd=ROOT, env=server.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: all(r["state"] == "done" for r in inbox_rows(server)), 30, "the worker to drain")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        output, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0, output
+    assert output.count("drained callback") == 5
