@@ -20,7 +20,7 @@ except ConfigError as _error:
 bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads let one process group-commit the callbacks that arrive together.
-worker_class = "gthread"
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 keepalive = 5
 graceful_timeout = 20
@@ -48,3 +48,4 @@ def child_exit(server, worker):
 def on_exit(server):
     if _owned_metrics_dir:
         shutil.rmtree(_owned_metrics_dir, ignore_errors=True)
+

@@ -57,7 +57,11 @@ def main() -> int:
         env.get("PORT", "8000"), settings.inbox_url, settings.sink,
     )
 
-    def stop(*_: object) -> None:
+    asked_to_stop = False
+
+    def stop(*signal_args: object) -> None:
+        nonlocal asked_to_stop
+        asked_to_stop = asked_to_stop or bool(signal_args)
         for process in processes.values():
             if process.poll() is None:
                 process.terminate()
@@ -74,7 +78,8 @@ def main() -> int:
                 exit_code = exit_code or process.returncode
                 del processes[name]
                 stop()
-    return exit_code
+    # A clean stop on request is a success, however the children took the signal.
+    return 0 if asked_to_stop else exit_code
 
 
 if __name__ == "__main__":

@@ -5,15 +5,25 @@ same file. Within a process, one committer thread writes the callbacks of all
 request threads: it takes every record waiting, inserts them in one
 transaction and commits once, so a burst costs one fsync rather than one per
 callback. A request thread is answered only after that commit returned.
+
+Writers of all processes take turns through an flock on ``<inbox>.lock``
+before SQLite's own write lock. SQLite's busy handler polls with sleeps of
+growing length, so two busy processes starve each other and leave the CPU
+idle; a blocked flock wakes the moment the holder lets go, and the kernel
+drops it when a process dies, even by kill -9.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import queue
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from receiver.callbacks import CallbackRecord
@@ -55,11 +65,20 @@ _RECORD_COLUMNS = (
     "session_context, claimed_status, body, received_at"
 )
 
-_INSERT = f"""
+# One statement per group, whatever its size: each SQLite call lets request
+# threads take the GIL, and the committer then waits to get it back while it
+# holds the host's write lock. The group travels as one JSON array.
+_INSERT_GROUP = f"""
 INSERT INTO inbox ({_RECORD_COLUMNS}, next_attempt_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+SELECT {", ".join(f"json_extract(value, '$[{i}]')" for i in range(13))}
+FROM json_each(?)
+WHERE true
 ON CONFLICT (dedup_key) DO NOTHING
-RETURNING id
+"""
+
+_IDS_OF_KEYS = """
+SELECT json_group_object(dedup_key, id) FROM inbox
+WHERE dedup_key IN (SELECT value FROM json_each(?))
 """
 
 
@@ -71,6 +90,49 @@ def connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     return conn
+
+
+class _Writer:
+    """A connection and its own handle on the host-wide writers' lock."""
+
+    def __init__(self, path: Path):
+        self.conn = connect(path)
+        # One open file description per writer: flock excludes threads of one process too.
+        self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def _lock(self, timeout: float | None) -> None:
+        if timeout is None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise InboxUnavailable("the inbox's write lock is held too long") from None
+                time.sleep(0.002)
+
+    @contextmanager
+    def transaction(self, lock_timeout: float | None = None) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT under the host-wide lock (waited for at most `lock_timeout`)."""
+        self._lock(lock_timeout)
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self.conn.close()
+        os.close(self._lock_fd)
 
 
 class _PendingAccept:
@@ -118,7 +180,7 @@ class _GroupCommitter:
                 self._thread.start()
 
     def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
+        writer: _Writer | None = None
         while True:
             group = [self._queue.get()]
             while len(group) < MAX_GROUP:
@@ -127,13 +189,13 @@ class _GroupCommitter:
                 except queue.Empty:
                     break
             try:
-                if conn is None:
-                    conn = connect(self._path)
-                results = _insert_group(conn, [p.record for p in group])
+                if writer is None:
+                    writer = _Writer(self._path)
+                results = _insert_group(writer, [p.record for p in group])
             except Exception as error:  # noqa: BLE001 - every waiter must be answered
-                if conn is not None:
-                    conn.close()
-                    conn = None
+                if writer is not None:
+                    writer.close()
+                    writer = None
                 for pending in group:
                     pending.error = error
                     pending.done.set()
@@ -143,33 +205,30 @@ class _GroupCommitter:
                 pending.done.set()
 
 
-def _insert_group(conn: sqlite3.Connection, records: list[CallbackRecord]) -> list[AcceptResult]:
+def _insert_group(writer: _Writer, records: list[CallbackRecord]) -> list[AcceptResult]:
+    """Insert what is new in one transaction; a record whose key was there is a duplicate."""
     now = time.time()
-    results = []
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for r in records:
-            row = conn.execute(
-                _INSERT,
-                (
-                    r.id, r.dedup_key, r.source, r.event_type, r.task_id, r.resolve_by,
-                    r.session_id, r.session_context, r.claimed_status, r.body,
-                    r.received_at, r.received_at, now,
-                ),
-            ).fetchone()
-            if row is not None:
-                results.append(AcceptResult(row[0], duplicate=False))
-            else:
-                (existing,) = conn.execute(
-                    "SELECT id FROM inbox WHERE dedup_key = ?", (r.dedup_key,)
-                ).fetchone()
-                results.append(AcceptResult(existing, duplicate=True))
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return results
+    rows = json.dumps([
+        (
+            r.id, r.dedup_key, r.source, r.event_type, r.task_id, r.resolve_by, r.session_id,
+            r.session_context, r.claimed_status, r.body, r.received_at, r.received_at, now,
+        )
+        for r in records
+    ])
+    with writer.transaction() as conn:
+        before = conn.total_changes
+        conn.execute(_INSERT_GROUP, (rows,))
+        inserted = conn.total_changes - before
+    if inserted == len(records):
+        return [AcceptResult(r.id, duplicate=False) for r in records]
+    # Some keys were there already. Read outside the write lock: committed rows
+    # are never removed while their callbacks can still repeat.
+    (ids_json,) = writer.conn.execute(
+        _IDS_OF_KEYS, (json.dumps([r.dedup_key for r in records]),)
+    ).fetchone()
+    stored = json.loads(ids_json)
+    # Ids are random: the record whose own id was stored is the one accepted.
+    return [AcceptResult(stored[r.dedup_key], duplicate=stored[r.dedup_key] != r.id) for r in records]
 
 
 def _row_to_record(row: sqlite3.Row | tuple) -> CallbackRecord:
@@ -180,38 +239,38 @@ class SqliteInbox(Inbox):
     def __init__(self, path: Path):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        conn = connect(path)
+        writer = _Writer(path)
         try:
-            conn.executescript(SCHEMA)
+            with writer.transaction() as conn:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
         finally:
-            conn.close()
+            writer.close()
         self._committer = _GroupCommitter(path)
         self._local = threading.local()
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = connect(self.path)
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
+    def _writer(self) -> _Writer:
+        writer = getattr(self._local, "writer", None)
+        if writer is None or getattr(self._local, "pid", None) != os.getpid():
+            writer = _Writer(self.path)
+            self._local.writer, self._local.pid = writer, os.getpid()
+        return writer
 
     def accept(self, record: CallbackRecord) -> AcceptResult:
         return self._committer.accept(record)
 
     def check_writable(self) -> None:
         try:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("ROLLBACK")
-        except sqlite3.Error as error:
-            self._local.conn = None
+            with self._writer().transaction(lock_timeout=BUSY_TIMEOUT_SECONDS):
+                pass
+        except (sqlite3.Error, OSError) as error:
+            self.close()
             raise InboxUnavailable(str(error)) from error
 
     def claim(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedRecord]:
-        conn = self._conn()
         expires = now + lease_seconds
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writer().transaction() as conn:
             rows = conn.execute(
                 f"""
                 UPDATE inbox
@@ -228,11 +287,6 @@ class SqliteInbox(Inbox):
                 """,
                 (owner, expires, now, now, now, limit),
             ).fetchall()
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return [ClaimedRecord(_row_to_record(r[:-1]), r[-1], expires) for r in rows]
 
     def _settle(self, owner: str, ids: list[str], assignments: str, params: tuple) -> None:
@@ -240,11 +294,12 @@ class SqliteInbox(Inbox):
         if not ids:
             return
         marks = ",".join("?" * len(ids))
-        self._conn().execute(
-            f"UPDATE inbox SET {assignments}, lease_owner = NULL, lease_expires_at = NULL "
-            f"WHERE lease_owner = ? AND state = 'leased' AND id IN ({marks})",
-            (*params, owner, *ids),
-        )
+        with self._writer().transaction() as conn:
+            conn.execute(
+                f"UPDATE inbox SET {assignments}, lease_owner = NULL, lease_expires_at = NULL "
+                f"WHERE lease_owner = ? AND state = 'leased' AND id IN ({marks})",
+                (*params, owner, *ids),
+            )
 
     def mark_done(self, owner: str, ids: list[str], now: float) -> None:
         self._settle(owner, ids, "state = 'done', updated_at = ?", (now,))
@@ -267,11 +322,11 @@ class SqliteInbox(Inbox):
         )
 
     def counts_by_state(self) -> dict[str, int]:
-        rows = self._conn().execute("SELECT state, COUNT(*) FROM inbox GROUP BY state")
+        rows = self._writer().conn.execute("SELECT state, COUNT(*) FROM inbox GROUP BY state")
         return dict(rows.fetchall())
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        writer = getattr(self._local, "writer", None)
+        if writer is not None:
+            writer.close()
+            self._local.writer = None
