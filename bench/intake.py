@@ -36,7 +36,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -50,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from receiver.auth import sign_mps_notification
+from tests.servers import free_port, proc_stat_fields
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_SCRIPT = Path(__file__).resolve().with_name("mps_callbacks.lua")
@@ -196,13 +196,6 @@ def build_body_template(notify_key: str = NOTIFY_KEY, now: float | None = None) 
 # --- servers ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A port nobody listens on now (the kernel picks it for a socket bound to port 0)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Server:
     """One gunicorn (master and workers) in its own process group, logging to a file."""
@@ -323,17 +316,11 @@ def group_cpu_seconds(pgid: int) -> dict[int, float]:
     whether its workers share the load: req/s alone cannot. Read from /proc; a
     process that exits meanwhile is skipped.
     """
-    ticks: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields: state, ppid, pgrp, ..., utime (11), stime (12)
-            ticks[int(entry)] = int(fields[11]) + int(fields[12])
+    ticks = {
+        pid: int(fields[11]) + int(fields[12])
+        for pid, fields in proc_stat_fields().items()
+        if int(fields[2]) == pgid
+    }
     per_second = os.sysconf("SC_CLK_TCK")
     return {pid: t / per_second for pid, t in ticks.items()}
 

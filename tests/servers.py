@@ -34,20 +34,27 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
         time.sleep(interval)
 
 
-def children_of(pid: int) -> list[int]:
-    """Direct children of `pid`, read from /proc."""
-    found = []
+def proc_stat_fields() -> dict[int, list[str]]:
+    """For every process, the fields of /proc/PID/stat after its name.
+
+    Index 0 is the state, 1 the parent pid, 2 the process group, 11 and 12
+    the user and system CPU ticks. A process that exits meanwhile is skipped.
+    """
+    table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
+                table[int(entry)] = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
+    return table
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of `pid`."""
+    return [child for child, fields in proc_stat_fields().items() if int(fields[1]) == pid]
 
 
 class GunicornServer:
@@ -124,8 +131,5 @@ class GunicornServer:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = proc_stat_fields().get(pid)
+    return fields is not None and fields[0] != "Z"

@@ -36,12 +36,14 @@ def test_kill_9_of_every_gunicorn_process_loses_no_accepted_callback(start_recei
     threads = [threading.Thread(target=sender, args=(n,), daemon=True) for n in range(12)]
     for t in threads:
         t.start()
-    # Kill in the middle of the burst, right after a run of accepted answers.
-    wait_until(lambda: len(accepted) >= 300, 60, "300 accepted callbacks")
-    server.kill9()
-    stop.set()
-    for t in threads:
-        t.join(30)
+    try:
+        # Kill in the middle of the burst, right after a run of accepted answers.
+        wait_until(lambda: len(accepted) >= 300, 60, "300 accepted callbacks")
+        server.kill9()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
     with lock:
         acknowledged = dict(accepted)
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from receiver.callbacks import extract_record
 from receiver.inbox.sqlite import SqliteInbox
@@ -71,3 +73,16 @@ def test_worker_process_drains_the_inbox_and_stops_on_sigterm(start_receiver):
         output, _ = worker.communicate(timeout=30)
     assert worker.returncode == 0, output
     assert output.count("drained callback") == 5
+
+
+def _open_inbox(path: str) -> bool:
+    SqliteInbox(Path(path))
+    return True
+
+
+def test_processes_starting_together_on_a_new_inbox_all_open_it(tmp_path):
+    # gunicorn boots its workers at the same instant: each must open the new file.
+    for trial in range(10):
+        path = str(tmp_path / f"inbox-{trial}.db")
+        with multiprocessing.get_context("fork").Pool(6) as pool:
+            assert pool.map(_open_inbox, [path] * 6) == [True] * 6

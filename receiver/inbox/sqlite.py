@@ -83,11 +83,15 @@ WHERE dedup_key IN (SELECT value FROM json_each(?))
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """A connection with the durability settings every user of the file relies on."""
+    """A connection with the durability setting every user of the file relies on.
+
+    WAL mode is a property of the file, set once by `SqliteInbox` under the
+    writers' lock: switching a new file to WAL needs an exclusive lock that
+    SQLite refuses at once, without waiting, when two processes start together.
+    """
     conn = sqlite3.connect(
         str(path), timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
     )
-    conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     return conn
 
@@ -99,6 +103,15 @@ class _Writer:
         self.conn = connect(path)
         # One open file description per writer: flock excludes threads of one process too.
         self._lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def initialize(self) -> None:
+        """Put the file in WAL mode and create the table, once per process start."""
+        self._lock(None)
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.executescript(SCHEMA)
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _lock(self, timeout: float | None) -> None:
         if timeout is None:
@@ -241,10 +254,7 @@ class SqliteInbox(Inbox):
         path.parent.mkdir(parents=True, exist_ok=True)
         writer = _Writer(path)
         try:
-            with writer.transaction() as conn:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+            writer.initialize()
         finally:
             writer.close()
         self._committer = _GroupCommitter(path)
