@@ -11,6 +11,7 @@ from receiver.config import ConfigError, load_settings
 from receiver.http import create_app
 from receiver.inbox import open_inbox
 from receiver.logs import configure_logging
+from receiver.worker import start_in_web
 
 # gunicorn's exit code for "the application could not be loaded": it stops
 # instead of restarting the worker forever.
@@ -26,6 +27,8 @@ def build_app() -> Flask:
     except ConfigError as error:
         logging.getLogger("receiver").critical("configuration error: %s", error)
         sys.exit(APP_LOAD_ERROR)
+    if settings.worker_in_web:
+        start_in_web(settings, inbox)
     return create_app(settings, inbox)
 
 

@@ -10,7 +10,7 @@ process shares already.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,7 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from receiver.inbox import STATES
+from receiver.inbox import STATES, Inbox
 
 CALLBACKS = Counter(
     "receiver_callbacks_total",
@@ -39,31 +39,36 @@ CALLBACK_SECONDS = Histogram(
 
 
 class InboxCollector:
-    """Records per inbox state, read when scraped."""
+    """Records per inbox state and rejections per reason, read from the inbox when scraped."""
 
-    def __init__(self, counts: Callable[[], dict[str, int]]):
-        self._counts = counts
+    def __init__(self, inbox: Inbox):
+        self._inbox = inbox
 
     def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(
-            "receiver_inbox_records", "Inbox records by state.", labels=["state"]
+        states = GaugeMetricFamily("receiver_inbox_records", "Inbox records by state.", labels=["state"])
+        reasons = GaugeMetricFamily(
+            "receiver_rejected_callbacks", "Callbacks rejected by reconciliation, by reason.", labels=["reason"]
         )
         try:
-            counts = self._counts()
+            counts = self._inbox.counts_by_state()
+            rejections = self._inbox.rejections_by_reason()
         except Exception:  # noqa: BLE001 - a scrape must not fail because the inbox does
-            counts = {}
+            counts, rejections = {}, {}
         for state in STATES:
-            family.add_metric([state], counts.get(state, 0))
-        yield family
+            states.add_metric([state], counts.get(state, 0))
+        for reason, count in sorted(rejections.items()):
+            reasons.add_metric([reason or "unknown"], count)
+        yield states
+        yield reasons
 
 
-def render(inbox_counts: Callable[[], dict[str, int]]) -> tuple[bytes, str]:
+def render(inbox: Inbox) -> tuple[bytes, str]:
     """The text exposition of every metric, and its content type."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         counters = CollectorRegistry()
         MultiProcessCollector(counters)
     else:
         counters = REGISTRY
-    inbox = CollectorRegistry()
-    inbox.register(InboxCollector(inbox_counts))
-    return generate_latest(counters) + generate_latest(inbox), CONTENT_TYPE_LATEST
+    from_inbox = CollectorRegistry()
+    from_inbox.register(InboxCollector(inbox))
+    return generate_latest(counters) + generate_latest(from_inbox), CONTENT_TYPE_LATEST

@@ -7,7 +7,14 @@ import os
 import sys
 import threading
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
+
+from receiver.config import Settings
+
+
+class Sink(Protocol):
+    def send(self, events: list[dict[str, Any]]) -> None:
+        """Deliver every event or raise; a raise keeps them all in the inbox."""
 
 
 class LogSink:
@@ -28,6 +35,13 @@ class LogSink:
                 return
             with open(self._path, "a", encoding="utf-8") as out:
                 _write_durably(out, lines)
+
+
+def open_sink(settings: Settings) -> Sink:
+    """The sink SINK names."""
+    if settings.sink == "log":
+        return LogSink(settings.log_sink_path)
+    raise NotImplementedError("SINK=sqs arrives with the SQS work (issue 5)")
 
 
 def _write_durably(out: TextIO, text: str) -> None:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import requests
+
 from receiver.callbacks import extract_record
 from receiver.inbox.sqlite import SqliteInbox
 from schemas.callbacks import MpsNotificationSchema
@@ -60,19 +62,24 @@ def test_retry_reject_and_bury(tmp_path):
     assert due.record.id == ids[0] and due.attempts == 2
 
 
-def test_worker_process_drains_the_inbox_and_stops_on_sigterm(start_receiver):
+def test_worker_without_credentials_keeps_callbacks_and_reports_degraded(start_receiver):
     server = start_receiver()
-    for i in range(5):
-        assert post_mps(server.url, payloads.mps_workflow(task_id=f"drain-{i}")).status_code == 200
-    worker = subprocess.Popen([sys.executable, "-m", "receiver.worker"], cwd=ROOT, env=server.env,
+    for i in range(3):
+        assert post_mps(server.url, payloads.mps_workflow(task_id=f"wait-{i}")).status_code == 200
+    env = {k: v for k, v in server.env.items() if not k.startswith("TENCENTCLOUD_SECRET")}
+    worker = subprocess.Popen([sys.executable, "-m", "receiver.worker"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until(lambda: all(r["state"] == "done" for r in inbox_rows(server)), 30, "the worker to drain")
+        ready = wait_until(
+            lambda: (r := requests.get(server.url + "/readyz", timeout=5)).json()["status"] == "degraded" and r,
+            30, "readiness to turn degraded")
     finally:
         worker.send_signal(signal.SIGTERM)
         output, _ = worker.communicate(timeout=30)
+    assert ready.status_code == 200 and ready.json()["checks"]["tencentcloud"] == "failing"
     assert worker.returncode == 0, output
-    assert output.count("drained callback") == 5
+    # Nothing was dropped: every callback waits, none is left leased by the stopped worker.
+    assert {r["state"] for r in inbox_rows(server)} == {"pending"}
 
 
 def _open_inbox(path: str) -> bool:

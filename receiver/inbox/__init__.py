@@ -65,6 +65,23 @@ class Inbox(ABC):
     def counts_by_state(self) -> dict[str, int]: ...
 
     @abstractmethod
+    def rejections_by_reason(self) -> dict[str, int]: ...
+
+    @abstractmethod
+    def already_forwarded(self, event_ids: list[str]) -> set[str]:
+        """Which of these event ids this deployment has forwarded before."""
+
+    @abstractmethod
+    def mark_forwarded(self, event_ids: list[str], now: float) -> None: ...
+
+    @abstractmethod
+    def set_health(self, component: str, status: str, detail: str, now: float) -> None:
+        """Workers record how Tencent Cloud and the sink answer, for /readyz of every web process."""
+
+    @abstractmethod
+    def health(self) -> dict[str, str]: ...
+
+    @abstractmethod
     def close(self) -> None: ...
 
 

@@ -58,6 +58,16 @@ CREATE TABLE IF NOT EXISTS inbox (
 );
 CREATE INDEX IF NOT EXISTS inbox_due ON inbox (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS inbox_task ON inbox (source, task_id);
+CREATE TABLE IF NOT EXISTS forwarded (
+    event_id     TEXT PRIMARY KEY,
+    forwarded_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS health (
+    component  TEXT PRIMARY KEY,
+    status     TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 """
 
 _RECORD_COLUMNS = (
@@ -333,6 +343,43 @@ class SqliteInbox(Inbox):
 
     def counts_by_state(self) -> dict[str, int]:
         rows = self._writer().conn.execute("SELECT state, COUNT(*) FROM inbox GROUP BY state")
+        return dict(rows.fetchall())
+
+    def rejections_by_reason(self) -> dict[str, int]:
+        rows = self._writer().conn.execute(
+            "SELECT reason, COUNT(*) FROM inbox WHERE state = 'rejected' GROUP BY reason"
+        )
+        return dict(rows.fetchall())
+
+    def already_forwarded(self, event_ids: list[str]) -> set[str]:
+        if not event_ids:
+            return set()
+        rows = self._writer().conn.execute(
+            "SELECT event_id FROM forwarded WHERE event_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(event_ids),),
+        )
+        return {row[0] for row in rows.fetchall()}
+
+    def mark_forwarded(self, event_ids: list[str], now: float) -> None:
+        if not event_ids:
+            return
+        with self._writer().transaction() as conn:
+            conn.executemany(
+                "INSERT INTO forwarded (event_id, forwarded_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [(event_id, now) for event_id in event_ids],
+            )
+
+    def set_health(self, component: str, status: str, detail: str, now: float) -> None:
+        with self._writer().transaction() as conn:
+            conn.execute(
+                "INSERT INTO health (component, status, detail, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (component) DO UPDATE SET status = excluded.status, "
+                "detail = excluded.detail, updated_at = excluded.updated_at",
+                (component, status, detail, now),
+            )
+
+    def health(self) -> dict[str, str]:
+        rows = self._writer().conn.execute("SELECT component, status FROM health")
         return dict(rows.fetchall())
 
     def close(self) -> None:

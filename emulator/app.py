@@ -1,0 +1,132 @@
+"""The emulator itself, independent of HTTP: authenticate, apply faults and limits, run the action."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+from emulator import tc3
+from emulator.actions import ACTIONS
+from emulator.callbacks import CallbackSender
+from emulator.config import Config
+from emulator.errors import ApiError, failure, success
+from emulator.faults import Faults, FaultState
+from emulator.ratelimit import RateLimiter
+from emulator.tasks import TaskStore
+
+log = logging.getLogger("emulator")
+
+
+class Emulator:
+    """Shared state of one emulator process; `server.py` is only its HTTP front."""
+
+    def __init__(self, config: Config, faults: Faults | None = None) -> None:
+        self.config = config
+        self.faults = FaultState(faults)
+        self.limiter = RateLimiter(config.rate_limits)
+        self.store = TaskStore(config.processing_after, config.finish_after)
+        self._vod_events: dict[int, tuple[str, str]] = {}
+        self._vod_lock = threading.Lock()
+        self.callbacks = CallbackSender(self.faults, self.vod_target, config.callback_retries,
+                                        config.callback_backoff, config.callback_timeout)
+        self.store.add_listener(self.callbacks.on_transition)
+
+    def start(self) -> None:
+        self.store.start()
+
+    def stop(self) -> None:
+        self.store.stop()
+        self.callbacks.stop()
+
+    # -- VOD event configuration ------------------------------------------------
+
+    def set_vod_event_config(self, sub_app_id: int, mode: str, url: str, sign_key: str) -> None:
+        with self._vod_lock:
+            if mode == "PUSH" and url:
+                self._vod_events[sub_app_id] = (url, sign_key or self.config.vod_sign_key)
+            elif mode:
+                self._vod_events.pop(sub_app_id, None)
+
+    def vod_target(self, sub_app_id: int) -> tuple[str, str] | None:
+        """Where a VOD application's events go: its ModifyEventConfig, else ``--vod-notify-url``."""
+        with self._vod_lock:
+            target = self._vod_events.get(sub_app_id)
+        if target is None and self.config.vod_notify_url:
+            target = (self.config.vod_notify_url, self.config.vod_sign_key)
+        return target
+
+    # -- API calls --------------------------------------------------------------
+
+    def handle_api(self, method: str, uri: str, query: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        """Answer one API request; every outcome is an envelope, errors included."""
+        action = headers.get("x-tc-action", "")
+        service = "?"
+        key: tuple[str, str] | None = None
+        try:
+            if method != "POST":
+                raise ApiError("UnsupportedProtocol", "Only POST with a JSON body is supported by the emulator.")
+            signed = tc3.verify(method, uri, query, headers, body, self.config.credentials, time.time())
+            service = signed.service
+            handler = ACTIONS.get((service, headers.get("x-tc-version", ""), action))
+            if handler is None:
+                raise ApiError("InvalidAction", f"The action {action!r} does not exist for {service} "
+                               f"version {headers.get('x-tc-version', '')!r}.")
+            key = (service, action)
+            self.limiter.count_call(key)
+            params = self._params(headers, body)
+            self._inject_faults()
+            if not self.limiter.admit(key):
+                raise ApiError("RequestLimitExceeded", "The number of requests exceeds the frequency limit.")
+            return success(handler(self, params))
+        except ApiError as error:
+            if key is None and action:
+                key = (tc3.scope_service(headers), action)
+                self.limiter.count_call(key)
+            if key is not None:
+                self.limiter.count_error(key, error.code)
+            return failure(error)
+        except Exception:  # noqa: BLE001 - a bug must still answer in the envelope, like the real gateway
+            log.exception("action %s failed", action)
+            if key is not None:
+                self.limiter.count_error(key, "InternalError")
+            return failure(ApiError("InternalError", "Internal error."))
+
+    @staticmethod
+    def _params(headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        if not headers.get("content-type", "").startswith("application/json"):
+            raise ApiError("InvalidParameter", "The emulator accepts application/json bodies only.")
+        try:
+            params = json.loads(body or b"{}")
+        except ValueError as exc:
+            raise ApiError("InvalidParameter", "The request body is not valid JSON.") from exc
+        if not isinstance(params, dict):
+            raise ApiError("InvalidParameter", "The request body must be a JSON object.")
+        return params
+
+    def _inject_faults(self) -> None:
+        faults = self.faults.current()
+        if faults.latency > 0:
+            time.sleep(faults.latency)
+        if faults.force_rate_limit:
+            raise ApiError("RequestLimitExceeded", "The number of requests exceeds the frequency limit.")
+        if self.faults.roll(faults.error_rate):
+            raise ApiError("InternalError", "Internal error.")
+
+    # -- admin ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        return {"actions": self.limiter.snapshot(), "limits": self.limiter.limits(),
+                "callbacks": self.callbacks.snapshot(), "faults": asdict(self.faults.current())}
+
+    def reset(self) -> None:
+        """Forget tasks, sessions, counters, deliveries and runtime faults; keep the start-up configuration."""
+        self.store.reset()
+        self.limiter.reset()
+        self.callbacks.reset()
+        self.faults.reset()
+        with self._vod_lock:
+            self._vod_events.clear()

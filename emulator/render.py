@@ -1,0 +1,191 @@
+"""Tasks rendered in each product's answer and callback shapes, with the seeds' fields, types and nulls."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from emulator.tasks import FINISH, PROCESSING, WAITING, Task
+
+NOTIFY_DEFAULTS: dict[str, Any] = {
+    "NotifyType": "", "NotifyMode": "", "NotifyUrl": "", "CmqModel": "", "CmqRegion": "",
+    "TopicName": "", "QueueName": "", "AwsSQS": None, "NotifyKey": "",
+}
+VOD_NULL_TASKS = (
+    "EditMediaTask", "ComposeMediaTask", "SplitMediaTask", "WechatMiniProgramPublishTask", "WechatPublishTask",
+    "TranscodeTask", "SnapshotByTimeOffsetTask", "ConcatTask", "ClipTask", "CreateImageSpriteTask",
+    "PullUploadTask", "RemoveWatermarkTask", "ReviewAudioVideoTask", "ReduceMediaBitrateTask",
+    "ExtractTraceWatermarkTask", "DescribeFileAttributesTask", "RebuildMediaTask",
+)
+AMS_STATUS = {WAITING: "PENDING", PROCESSING: "RUNNING", FINISH: "FINISH"}
+
+
+def iso(ts: float | None, millis: bool = False) -> str:
+    """Tencent's ISO 8601 UTC times; an unset time is the empty string."""
+    if ts is None:
+        return ""
+    moment = datetime.fromtimestamp(ts, UTC)
+    if millis:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def notify_config(task: Task) -> dict[str, Any] | None:
+    return None if task.notify is None else {**NOTIFY_DEFAULTS, **task.notify}
+
+
+# --- MPS ---------------------------------------------------------------------
+
+
+def mps_workflow_task(task: Task) -> dict[str, Any]:
+    return {
+        "TaskId": task.task_id, "Status": task.status, "ErrCode": task.err_code, "Message": task.message,
+        "InputInfo": task.params.get("InputInfo"), "MetaData": None, "MediaProcessResultSet": [],
+        "AiContentReviewResultSet": [], "AiAnalysisResultSet": [], "AiRecognitionResultSet": [],
+        "AiQualityControlTaskResult": None, "SmartSubtitlesTaskResult": [], "SmartEraseTaskResult": None,
+        "AiDubbingTaskResult": None,
+    }
+
+
+def mps_batch_result(task: Task) -> dict[str, Any]:
+    inputs = task.params.get("InputInfo")
+    return {
+        "InputInfos": inputs if isinstance(inputs, list) else [inputs] if inputs else [],
+        "Metadatas": [], "SmartSubtitlesTaskResult": None,
+    }
+
+
+def mps_common(task: Task) -> dict[str, Any]:
+    return {
+        "TaskType": task.kind, "Status": task.status, "CreateTime": iso(task.created_at),
+        "BeginProcessTime": iso(task.began_at), "FinishTime": iso(task.finished_at),
+        "TaskNotifyConfig": notify_config(task), "TasksPriority": task.params.get("TasksPriority", 0),
+        "SessionId": task.session_id, "SessionContext": task.session_context, "ExtInfo": "",
+    }
+
+
+def mps_task_detail(task: Task) -> dict[str, Any]:
+    return {
+        **mps_common(task), "EditMediaTask": None, "WorkflowTask": mps_workflow_task(task),
+        "LiveStreamProcessTask": None, "ExtractBlindWatermarkTask": None, "ScheduleTask": None,
+        "LiveScheduleTask": None,
+    }
+
+
+def mps_batch_task_detail(task: Task) -> dict[str, Any]:
+    return {**mps_common(task), "TaskId": task.task_id, "BatchTaskResult": mps_batch_result(task)}
+
+
+def mps_image_task_detail(task: Task) -> dict[str, Any]:
+    done = task.status == FINISH
+    result = {
+        "Status": ("FAIL" if task.fail else "SUCCESS") if done else task.status,
+        "ErrMsg": task.message, "Message": task.message or ("SUCCESS" if done else ""),
+        "Output": None, "Progress": 100 if done else 0,
+    }
+    return {
+        "TaskType": "WorkflowTask", "Status": task.status, "ErrCode": task.err_code, "ErrMsg": task.message,
+        "Message": task.message, "ImageProcessTaskResultSet": [result], "CreateTime": iso(task.created_at),
+        "FinishTime": iso(task.finished_at), "Definition": task.params.get("Definition"),
+        "ImageTask": task.params.get("ImageTask"), "InputInfo": task.params.get("InputInfo"),
+    }
+
+
+def mps_task_simple(task: Task) -> dict[str, Any]:
+    return {
+        "TaskId": task.task_id, "TaskType": task.kind if task.kind != "ImageTask" else "WorkflowTask",
+        "CreateTime": iso(task.created_at), "BeginProcessTime": iso(task.began_at),
+        "FinishTime": iso(task.finished_at), "SubTaskTypes": [],
+    }
+
+
+def mps_callback(task: Task) -> dict[str, Any]:
+    """An MPS notification as ``ParseNotification`` describes it (before ``Timestamp``/``Sign``)."""
+    if task.kind == "BatchTask":
+        event = {"TaskId": task.task_id, "Status": task.status, "ErrCode": task.err_code,
+                 "Message": task.message, **mps_batch_result(task)}
+        body: dict[str, Any] = {"EventType": "BatchTask", "BatchTaskEvent": event}
+    else:
+        body = {"EventType": "WorkflowTask", "WorkflowTaskEvent": mps_workflow_task(task)}
+    return {**body, "SessionId": task.session_id, "SessionContext": task.session_context}
+
+
+# --- VOD ---------------------------------------------------------------------
+
+
+def vod_procedure_task(task: Task) -> dict[str, Any]:
+    return {
+        "TaskId": task.task_id, "Status": task.status, "ErrCode": task.err_code, "Message": task.message,
+        "SessionContext": task.session_context, "SessionId": task.session_id, "Operator": "",
+        "OperationType": "", "FileId": task.params.get("FileId", ""), "FileName": "", "FileUrl": "",
+        "MetaData": None, "MediaProcessResultSet": [], "AiContentReviewResultSet": [],
+        "AiRecognitionResultSet": [], "AiAnalysisResultSet": [],
+        "TasksPriority": task.params.get("TasksPriority", 0), "TasksNotifyMode": task.params.get("TasksNotifyMode", ""),
+    }
+
+
+def vod_task_detail(task: Task) -> dict[str, Any]:
+    return {
+        "TaskType": "Procedure", "Status": task.status, "CreateTime": iso(task.created_at),
+        "BeginProcessTime": iso(task.began_at), "FinishTime": iso(task.finished_at),
+        "ProcedureTask": vod_procedure_task(task), **dict.fromkeys(VOD_NULL_TASKS),
+    }
+
+
+def vod_task_simple(task: Task) -> dict[str, Any]:
+    return {
+        "TaskId": task.task_id, "Status": task.status, "FileId": task.params.get("FileId", ""),
+        "TaskType": "Procedure", "CreateTime": iso(task.created_at), "BeginProcessTime": iso(task.began_at),
+        "FinishTime": iso(task.finished_at), "SessionId": task.session_id, "SessionContext": task.session_context,
+    }
+
+
+def vod_callback(task: Task) -> dict[str, Any]:
+    """A VOD ``ProcedureStateChanged`` event (before ``T``/``Sign``)."""
+    return {
+        "EventHandle": task.task_id.rsplit("-", 1)[-1] + f"{int(task.finished_at or task.began_at or 0)}",
+        "EventType": "ProcedureStateChanged", "ProcedureStateChangeEvent": vod_procedure_task(task),
+    }
+
+
+# --- AMS ---------------------------------------------------------------------
+
+
+def ams_status(task: Task) -> str:
+    if task.status == FINISH and task.fail:
+        return "ERROR"
+    return AMS_STATUS[task.status]
+
+
+def _ams_common(task: Task) -> dict[str, Any]:
+    done = task.status == FINISH and not task.fail
+    source = task.extra.get("Input") or {}
+    return {
+        "TaskId": task.task_id, "DataId": task.extra.get("DataId", ""), "BizType": task.extra.get("BizType", ""),
+        "Name": task.extra.get("Name", ""), "Status": ams_status(task), "Type": task.extra.get("Type", "AUDIO"),
+        "Suggestion": "Pass" if done else "", "Labels": [],
+        "InputInfo": {"Type": source.get("Type", "URL"), "Url": source.get("Url", ""),
+                      "BucketInfo": source.get("BucketInfo")},
+        "MediaInfo": {"Codecs": "", "Duration": 0, "Width": 0, "Height": 0, "Thumbnail": ""},
+        "CreatedAt": iso(task.created_at, millis=True),
+        "UpdatedAt": iso(task.finished_at or task.began_at or task.created_at, millis=True),
+    }
+
+
+def ams_task_detail(task: Task) -> dict[str, Any]:
+    return {
+        **_ams_common(task), "AudioText": "", "AudioSegments": [],
+        "ErrorType": "EMULATED_FAILURE" if task.fail and task.status == FINISH else "",
+        "ErrorDescription": task.message, "Label": "Normal" if task.status == FINISH and not task.fail else "",
+        "HitSnippetInfos": [],
+    }
+
+
+def ams_task_data(task: Task) -> dict[str, Any]:
+    return _ams_common(task)
+
+
+def ams_callback(task: Task) -> dict[str, Any]:
+    """The AMS moderation result callback: the task's data plus the detail's error fields."""
+    detail = ams_task_detail(task)
+    return {**_ams_common(task), "ErrorType": detail["ErrorType"], "ErrorDescription": detail["ErrorDescription"]}

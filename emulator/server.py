@@ -1,0 +1,92 @@
+"""The HTTP front: ``POST /`` for API calls, ``/_emulator/*`` for the admin routes."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+from emulator.app import Emulator
+
+log = logging.getLogger("emulator.http")
+MAX_BODY_BYTES = 10 * 1024 * 1024
+
+
+class EmulatorServer(ThreadingHTTPServer):
+    """One thread per connection; the handler reaches the shared `Emulator` through the server."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
+        super().__init__(address, Handler)
+        self.emulator = emulator
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: EmulatorServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            raise ValueError("body too large")
+        return self.rfile.read(length) if length else b""
+
+    def _answer(self, status: int, payload: Any) -> None:
+        raw = json.dumps(payload, ensure_ascii=False).encode()
+        self.send_response(status)
+        # Exactly "application/json": the SDK only looks for an error envelope under this content type.
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        url = urlsplit(self.path)
+        try:
+            body = self._body()
+        except ValueError:
+            self._answer(413, {"error": "body too large"})
+            return
+        emulator = self.server.emulator
+        if url.path == "/_emulator/faults":
+            self._update_faults(body)
+        elif url.path == "/_emulator/reset":
+            emulator.reset()
+            self._answer(200, {"status": "reset"})
+        elif url.path.startswith("/_emulator/"):
+            self._answer(404, {"error": "not found"})
+        else:
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            self._answer(200, emulator.handle_api("POST", url.path, url.query, headers, body))
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        path = urlsplit(self.path).path
+        emulator = self.server.emulator
+        if path == "/_emulator/stats":
+            self._answer(200, emulator.stats())
+        elif path == "/_emulator/faults":
+            self._answer(200, asdict(emulator.faults.current()))
+        elif path == "/_emulator/health":
+            self._answer(200, {"status": "ok"})
+        else:
+            self._answer(200, emulator.handle_api("GET", path, urlsplit(self.path).query,
+                                                  {k.lower(): v for k, v in self.headers.items()}, b""))
+
+    def _update_faults(self, body: bytes) -> None:
+        try:
+            changes = json.loads(body or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("the body must be a JSON object")
+            faults = self.server.emulator.faults.update(changes)
+        except ValueError as exc:
+            self._answer(400, {"error": str(exc)})
+            return
+        self._answer(200, asdict(faults))

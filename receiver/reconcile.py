@@ -1,0 +1,357 @@
+"""Reconciliation as pure functions: which Describe call, which checks, which event.
+
+Nothing here does I/O. The worker asks `describe_call()` what to call, makes
+the call, and hands the answer to `judge()`, which says what to do with the
+callback: forward an event, reject it with a reason, or look again later.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from receiver.callbacks import RESOLVE_BY_SESSION_ID, RESOLVE_NOTHING, CallbackRecord
+from schemas.event import SCHEMA_VERSION
+
+REDACTED = "***"
+
+# Reasons a callback is rejected (SPEC 6), kept with it and counted.
+UNKNOWN_TASK = "unknown_task"
+NOTIFY_CONFIG_MISMATCH = "notify_config_mismatch"
+SESSION_MISMATCH = "session_mismatch"
+
+# Statuses after which a task does not change any more.
+FINAL_STATUSES = {"mps": {"FINISH"}, "vod": {"FINISH"}, "ams": {"FINISH", "ERROR", "CANCELLED"}}
+FAILED_STATUSES = {"ERROR", "CANCELLED"}
+
+# MPS media task ids read "<appid>-<TaskType>-<hex>"; ProcessImage ids are a
+# bare 64-character token (seed 004). A WorkflowTask callback whose id has no
+# task type in it is therefore an image-processing task.
+_MPS_MEDIA_TASK_ID = re.compile(r"^\d+-[A-Za-z]+-[0-9a-zA-Z]+")
+
+# MPS TaskType -> the field of DescribeTaskDetail holding that task.
+_MPS_TASK_FIELDS = {
+    "WorkflowTask": "WorkflowTask",
+    "EditMediaTask": "EditMediaTask",
+    "ScheduleTask": "ScheduleTask",
+    "ExtractBlindWatermark": "ExtractBlindWatermarkTask",
+    "ExtractBlindWatermarkTask": "ExtractBlindWatermarkTask",
+    "LiveStreamProcessTask": "LiveStreamProcessTask",
+    "LiveScheduleTask": "LiveScheduleTask",
+}
+
+
+@dataclass(frozen=True)
+class DescribeCall:
+    service: str
+    action: str
+    params: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.service}:{self.action}"
+
+
+@dataclass(frozen=True)
+class Forward:
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Reject:
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class LookAgain:
+    """The answer lags behind the callback (eventual consistency): ask again soon."""
+
+    detail: str
+
+
+Verdict = Forward | Reject | LookAgain
+
+
+def is_mps_image_task(task_id: str) -> bool:
+    return not _MPS_MEDIA_TASK_ID.match(task_id)
+
+
+def describe_call(record: CallbackRecord, vod_subapp_id: int | None = None) -> DescribeCall | None:
+    """The Describe*TaskDetail call that says where the callback's task really stands.
+
+    None for a callback with no task to describe (VOD file events) or whose
+    task must first be found through its SessionId (MPS BatchTask without id).
+    """
+    if record.resolve_by in (RESOLVE_NOTHING, RESOLVE_BY_SESSION_ID) or record.task_id is None:
+        return None
+    params: dict[str, Any] = {"TaskId": record.task_id}
+    if record.source == "mps":
+        if record.event_type == "BatchTask":
+            return DescribeCall("mps", "DescribeBatchTaskDetail", params)
+        if record.event_type == "WorkflowTask" and is_mps_image_task(record.task_id):
+            return DescribeCall("mps", "DescribeImageTaskDetail", params)
+        return DescribeCall("mps", "DescribeTaskDetail", params)
+    if record.source == "vod":
+        if vod_subapp_id is not None:
+            params["SubAppId"] = vod_subapp_id
+        return DescribeCall("vod", "DescribeTaskDetail", params)
+    return DescribeCall("ams", "DescribeTaskDetail", params)
+
+
+# --- reading an answer ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """What the product needs from a Describe answer, whatever the product."""
+
+    task_type: str | None
+    status: str | None
+    error_code: str | None
+    error_message: str | None
+    session_id: str | None
+    session_context: str | None
+    notify_config: dict[str, Any] | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None
+    knows_session: bool = True  # False where the answer has no SessionId to compare with
+
+
+def _error_code(value: Any) -> str | None:
+    if value in (None, "", 0, "0"):
+        return None
+    return str(value)
+
+
+def _vod_task_object(answer: dict[str, Any]) -> dict[str, Any]:
+    task_type = answer.get("TaskType") or ""
+    candidate = answer.get(f"{task_type}Task")
+    if isinstance(candidate, dict):
+        return candidate
+    for key, value in answer.items():
+        if key.endswith("Task") and isinstance(value, dict) and value.get("TaskId"):
+            return value
+    return {}
+
+
+def task_state(call: DescribeCall, answer: dict[str, Any]) -> TaskState:
+    """Read one Describe answer into a TaskState (a time not set yet reads as None, not "")."""
+    state = _read_task_state(call, answer)
+    return replace(
+        state,
+        created_at=state.created_at or None,
+        started_at=state.started_at or None,
+        finished_at=state.finished_at or None,
+    )
+
+
+def _read_task_state(call: DescribeCall, answer: dict[str, Any]) -> TaskState:
+    if call.service == "ams":
+        status = answer.get("Status")
+        finished = status in FINAL_STATUSES["ams"]
+        return TaskState(
+            task_type=answer.get("Type"), status=status,
+            error_code=_error_code(answer.get("ErrorType")) if status in FAILED_STATUSES else None,
+            error_message=(answer.get("ErrorDescription") or None) if status in FAILED_STATUSES else None,
+            session_id=None, session_context=None, notify_config=None,
+            created_at=answer.get("CreatedAt"), started_at=None,
+            finished_at=answer.get("UpdatedAt") if finished else None,
+            knows_session=False,
+        )
+    if call.service == "vod":
+        task = _vod_task_object(answer)
+        return TaskState(
+            task_type=answer.get("TaskType"), status=answer.get("Status"),
+            error_code=_error_code(task.get("ErrCode")) or _error_code(task.get("ErrCodeExt")),
+            error_message=task.get("Message") or None,
+            session_id=task.get("SessionId"), session_context=task.get("SessionContext"),
+            notify_config=None,
+            created_at=answer.get("CreateTime"), started_at=answer.get("BeginProcessTime"),
+            finished_at=answer.get("FinishTime"),
+            knows_session="SessionId" in task,
+        )
+    if call.action == "DescribeImageTaskDetail":
+        return TaskState(
+            task_type=answer.get("TaskType"), status=answer.get("Status"),
+            error_code=_error_code(answer.get("ErrCode")) or (answer.get("ErrMsg") or None),
+            error_message=answer.get("Message") or None,
+            session_id=None, session_context=None, notify_config=None,
+            created_at=answer.get("CreateTime"), started_at=None, finished_at=answer.get("FinishTime"),
+            knows_session=False,
+        )
+    task = answer.get(_MPS_TASK_FIELDS.get(answer.get("TaskType") or "", ""), None) or {}
+    return TaskState(
+        task_type=answer.get("TaskType"), status=answer.get("Status"),
+        error_code=_error_code(task.get("ErrCode")), error_message=task.get("Message") or None,
+        session_id=answer.get("SessionId"), session_context=answer.get("SessionContext"),
+        notify_config=answer.get("TaskNotifyConfig"),
+        created_at=answer.get("CreateTime"), started_at=answer.get("BeginProcessTime"),
+        finished_at=answer.get("FinishTime"),
+    )
+
+
+# --- checks ----------------------------------------------------------------------------
+
+
+def notify_url_matches(notify_url: str, expected_url: str) -> bool:
+    """Same scheme, host and path (query ignored: it carries the URL token)."""
+    got, want = urlsplit(notify_url), urlsplit(expected_url)
+    return (
+        (got.scheme.lower(), got.netloc.lower(), got.path.rstrip("/"))
+        == (want.scheme.lower(), want.netloc.lower(), want.path.rstrip("/"))
+    )
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return (a or "") == (b or "")
+
+
+def check(record: CallbackRecord, state: TaskState, receiver_url: str) -> Reject | None:
+    """The SPEC 6 checks on the authoritative answer; the first failure rejects."""
+    config = state.notify_config
+    if isinstance(config, dict):
+        expected = f"{receiver_url}/callbacks/{record.source}"
+        if config.get("NotifyType") != "URL" or not notify_url_matches(config.get("NotifyUrl") or "", expected):
+            return Reject(NOTIFY_CONFIG_MISMATCH, f"task notifies {config.get('NotifyType')!r} elsewhere")
+    if state.knows_session:
+        if not _same(record.session_id, state.session_id) or not _same(
+            record.session_context, state.session_context
+        ):
+            return Reject(SESSION_MISMATCH, "SessionId or SessionContext differs from the task's own")
+    return None
+
+
+# --- the event -------------------------------------------------------------------------
+
+
+def event_id(source: str, subject: str, status: str | None) -> str:
+    """Deterministic: one state of one task gives one id, whichever callback led to it."""
+    material = json.dumps([SCHEMA_VERSION, source, subject, status])
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    query = [(k, REDACTED if k == "token" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+
+
+def redact(value: Any) -> Any:
+    """A copy with NotifyKey values and NotifyUrl tokens replaced by ***, nothing else changed."""
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    result = {}
+    for key, item in value.items():
+        if key == "NotifyKey" and isinstance(item, str) and item:
+            result[key] = REDACTED
+        elif key == "NotifyUrl" and isinstance(item, str):
+            result[key] = _redact_url(item)
+        else:
+            result[key] = redact(item)
+    return result
+
+
+def iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_event(
+    record: CallbackRecord | None,
+    source: str,
+    event_type: str,
+    task_id: str,
+    call: DescribeCall,
+    answer: dict[str, Any],
+    state: TaskState,
+    reconciled_at: float,
+) -> dict[str, Any]:
+    """The normalized event of one Describe answer (`record` is None for a swept task)."""
+    finished = state.status in FINAL_STATUSES[source]
+    detail = {k: v for k, v in copy.deepcopy(answer).items() if k != "RequestId"}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event_id(source, task_id, state.status),
+        "source": source,
+        "event_type": event_type,
+        "task_id": task_id,
+        "task_type": state.task_type,
+        "status": state.status,
+        "succeeded": (state.error_code is None and state.status not in FAILED_STATUSES) if finished else None,
+        "error_code": state.error_code,
+        "error_message": state.error_message if state.error_code or state.status in FAILED_STATUSES else None,
+        "session_id": state.session_id or None,
+        "session_context": state.session_context or None,
+        "created_at": state.created_at,
+        "started_at": state.started_at,
+        "finished_at": state.finished_at if finished else None,
+        "received_at": iso(record.received_at) if record else None,
+        "reconciled_at": iso(reconciled_at),
+        "reconciled_with": call.label,
+        "detail": redact(detail),
+    }
+
+
+def unreconciled_event(record: CallbackRecord, body: dict[str, Any]) -> dict[str, Any]:
+    """A VOD file event: nothing to describe, forwarded after its signature check."""
+    detail = {k: v for k, v in body.items() if k not in ("Sign", "T")}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event_id(record.source, record.dedup_key, record.event_type),
+        "source": record.source,
+        "event_type": record.event_type,
+        "task_id": None,
+        "task_type": None,
+        "status": None,
+        "succeeded": None,
+        "error_code": None,
+        "error_message": None,
+        "session_id": record.session_id,
+        "session_context": record.session_context,
+        "created_at": None,
+        "started_at": None,
+        "finished_at": None,
+        "received_at": iso(record.received_at),
+        "reconciled_at": None,
+        "reconciled_with": None,
+        "detail": redact(detail),
+    }
+
+
+def judge(
+    record: CallbackRecord,
+    call: DescribeCall,
+    answer: dict[str, Any],
+    receiver_url: str,
+    reconciled_at: float,
+    patience_left: bool,
+) -> Verdict:
+    """What to do with a callback, given the authoritative answer about its task.
+
+    `patience_left` says whether the callback is still young enough to wait
+    for a lagging answer; past that, the answer's status is forwarded as is.
+    """
+    state = task_state(call, answer)
+    rejected = check(record, state, receiver_url)
+    if rejected:
+        return rejected
+    source = record.source
+    claimed_final = record.claimed_status in FINAL_STATUSES[source]
+    if claimed_final and state.status not in FINAL_STATUSES[source] and patience_left:
+        return LookAgain(f"callback says {record.claimed_status}, Describe still says {state.status}")
+    task_id = record.task_id or call.params["TaskId"]  # a BatchTask found through its SessionId
+    event = build_event(record, source, record.event_type, task_id, call, answer, state, reconciled_at)
+    return Forward(event)

@@ -1,0 +1,167 @@
+"""Helpers for the emulator tests: the emulator as a real subprocess, a callback sink, SDK clients."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import requests
+from tencentcloud.ams.v20201229 import ams_client
+from tencentcloud.common import credential
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.mps.v20190612 import mps_client
+from tencentcloud.vod.v20180717 import vod_client
+
+from tests.servers import ROOT, free_port, wait_until
+
+SECRET_ID = "AKIDemulatortests"
+SECRET_KEY = "emulator-tests-secret"
+VOD_SIGN_KEY = "emulator-tests-vod-key"
+
+
+class EmulatorProcess:
+    """``python -m emulator`` on a free port, configured through the receiver's own environment variables."""
+
+    def __init__(self, log_path: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.args = args
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> EmulatorProcess:
+        env = {**os.environ, "TENCENTCLOUD_SECRET_ID": SECRET_ID, "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+               "VOD_SIGN_KEYS": f"{VOD_SIGN_KEY},other-key"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "emulator", "--port", str(self.port), *self.args],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        wait_until(self._ready, 15, f"the emulator on {self.url}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"emulator exited with {self.process.returncode}:\n{self.log_path.read_text()}")
+        try:
+            return requests.get(self.url + "/_emulator/health", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def admin(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """GET (no body) or POST (body) an admin route."""
+        url = f"{self.url}/_emulator/{path}"
+        response = requests.get(url, timeout=5) if body is None else requests.post(url, json=body, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def profile(self) -> ClientProfile:
+        return ClientProfile(httpProfile=HttpProfile(protocol="http", endpoint=f"127.0.0.1:{self.port}"))
+
+    def mps(self, secret_id: str = SECRET_ID, secret_key: str = SECRET_KEY) -> mps_client.MpsClient:
+        return mps_client.MpsClient(credential.Credential(secret_id, secret_key), "ap-guangzhou", self.profile())
+
+    def vod(self) -> vod_client.VodClient:
+        return vod_client.VodClient(credential.Credential(SECRET_ID, SECRET_KEY), "ap-guangzhou", self.profile())
+
+    def ams(self) -> ams_client.AmsClient:
+        return ams_client.AmsClient(credential.Credential(SECRET_ID, SECRET_KEY), "ap-guangzhou", self.profile())
+
+
+def running_emulator(log_path: Path, *args: str) -> Iterator[EmulatorProcess]:
+    """Body of a pytest fixture: start, yield, always stop."""
+    emulator = EmulatorProcess(log_path, *args)
+    try:
+        yield emulator.start()
+    finally:
+        emulator.stop()
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    raw: bytes
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.raw)
+
+
+@dataclass
+class CallbackSink:
+    """A tiny HTTP server that records callbacks; ``/flaky-N/...`` paths answer 500 to their first N posts."""
+
+    server: ThreadingHTTPServer
+    received: list[Received] = field(default_factory=list)
+    failures: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def matching(self, needle: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if needle.encode() in r.raw]
+
+    def wait_for(self, needle: str, count: int = 1, timeout: float = 10) -> list[Received]:
+        """Callbacks whose body contains `needle`, once at least `count` arrived."""
+        return wait_until(lambda: len(self.matching(needle)) >= count and self.matching(needle), timeout,
+                          f"{count} callback(s) containing {needle!r}")
+
+
+def callback_sink() -> Iterator[CallbackSink]:
+    """Body of a pytest fixture: a running `CallbackSink`, shut down afterwards."""
+    sink: CallbackSink
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            status = 200
+            first = self.path.strip("/").split("/")[0]
+            with sink.lock:
+                if first.startswith("flaky-"):
+                    seen = sink.failures.get(self.path, 0)
+                    sink.failures[self.path] = seen + 1
+                    status = 500 if seen < int(first.removeprefix("flaky-")) else 200
+                if status == 200:
+                    sink.received.append(Received(self.path, dict(self.headers.items()), raw))
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    sink = CallbackSink(server)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield sink
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

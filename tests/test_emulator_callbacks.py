@@ -1,0 +1,173 @@
+"""Task state changes become signed callbacks in each product's format, checked with the receiver's verifiers."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from tencentcloud.ams.v20201229 import models as ams_models
+from tencentcloud.mps.v20190612 import models as mps_models
+from tencentcloud.vod.v20180717 import models as vod_models
+
+from receiver.auth import AMS_SIGNATURE_HEADER, verify_ams_callback, verify_mps_notification, verify_vod_event
+from tests.emulator_fixtures import VOD_SIGN_KEY, callback_sink, running_emulator
+from tests.servers import wait_until
+
+INPUT = {"Type": "URL", "UrlInputInfo": {"Url": "https://example.com/in.mp4"}}
+
+
+@pytest.fixture(scope="module")
+def sink():
+    yield from callback_sink()
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory, sink):
+    yield from running_emulator(tmp_path_factory.mktemp("emu") / "emulator.log", "--processing-after", "0.1",
+                                "--finish-after", "0.3", "--callback-backoff", "0.05",
+                                "--vod-notify-url", sink.url + "/vod-default")
+
+
+@pytest.fixture(autouse=True)
+def _reset(emulator):
+    emulator.admin("reset", {})
+
+
+def req(model, params: dict):
+    request = model()
+    request.from_json_string(json.dumps(params))
+    return request
+
+
+def mps_task(emulator, sink, mode: str, path: str = "/mps", **extra) -> str:
+    notify = {"NotifyType": "URL", "NotifyMode": mode, "NotifyUrl": f"{sink.url}{path}?token=t1", "NotifyKey": "nk"}
+    return emulator.mps().ProcessMedia(req(mps_models.ProcessMediaRequest, {
+        "InputInfo": INPUT, "TaskNotifyConfig": notify, **extra})).TaskId
+
+
+def test_mps_change_mode_calls_back_on_each_change_with_valid_signature(emulator, sink):
+    task_id = mps_task(emulator, sink, "Change", SessionId="cb-1", SessionContext="ctx")
+    callbacks = sink.wait_for(task_id, count=2)
+    bodies = [c.body for c in callbacks]
+    assert [b["WorkflowTaskEvent"]["Status"] for b in bodies] == ["PROCESSING", "FINISH"]
+    for callback, body in zip(callbacks, bodies, strict=True):
+        verify_mps_notification(body, ["nk"], time.time(), 60)
+        assert callback.path == "/mps?token=t1"
+        assert body["EventType"] == "WorkflowTask" and body["WorkflowTaskEvent"]["TaskId"] == task_id
+        assert (body["SessionId"], body["SessionContext"]) == ("cb-1", "ctx")
+    assert bodies[-1]["WorkflowTaskEvent"]["ErrCode"] == 0
+    # the notification parses into the SDK's ParseNotification answer
+    parsed = mps_models.ParseNotificationResponse()
+    parsed._deserialize(bodies[-1])
+    assert parsed.WorkflowTaskEvent.TaskId == task_id and parsed.Sign == bodies[-1]["Sign"]
+
+
+def test_mps_finish_mode_calls_back_once_and_failure_is_reported(emulator, sink):
+    task_id = mps_task(emulator, sink, "Finish", SessionContext="emulator:fail")
+    [callback] = sink.wait_for(task_id)
+    event = callback.body["WorkflowTaskEvent"]
+    assert event["Status"] == "FINISH" and event["ErrCode"] != 0 and event["Message"]
+    verify_mps_notification(callback.body, ["nk"], time.time(), 60)
+    deliveries = emulator.admin("stats")["callbacks"]["deliveries"]
+    assert [d["outcome"] for d in deliveries if d["task_id"] == task_id] == ["delivered"]
+    assert "token" not in json.dumps(deliveries)
+
+
+def test_mps_batch_task_callback(emulator, sink):
+    notify = {"NotifyType": "URL", "NotifyMode": "Finish", "NotifyUrl": f"{sink.url}/batch", "NotifyKey": "bk"}
+    task_id = emulator.mps().BatchProcessMedia(req(mps_models.BatchProcessMediaRequest, {
+        "InputInfo": [INPUT], "TaskNotifyConfig": notify, "SessionContext": "b-ctx"})).TaskId
+    [callback] = sink.wait_for(task_id)
+    body = callback.body
+    verify_mps_notification(body, ["bk"], time.time(), 60)
+    assert body["EventType"] == "BatchTask" and body["BatchTaskEvent"]["TaskId"] == task_id
+    assert body["BatchTaskEvent"]["Status"] == "FINISH" and body["SessionContext"] == "b-ctx"
+
+
+def test_batch_callbacks_without_task_id_keep_the_session(emulator, sink):
+    emulator.admin("faults", {"batch_callback_without_task_id": True})
+    notify = {"NotifyType": "URL", "NotifyMode": "Finish", "NotifyUrl": f"{sink.url}/batch-no-id", "NotifyKey": "bk"}
+    emulator.mps().call_json("BatchProcessMedia", {
+        "InputInfo": [INPUT], "TaskNotifyConfig": notify, "SessionId": "batch-sess-1", "SessionContext": "b"})
+    [callback] = sink.wait_for("batch-sess-1")
+    body = callback.body
+    verify_mps_notification(body, ["bk"], time.time(), 60)
+    assert "TaskId" not in body["BatchTaskEvent"] and "TaskId" not in body
+    assert body["SessionId"] == "batch-sess-1"
+
+
+def test_image_tasks_notify_through_the_orchestration_stand_in(tmp_path, sink):
+    with_image_notify = running_emulator(tmp_path / "emulator.log", "--processing-after", "0.05", "--finish-after",
+                                         "0.1", "--image-notify-url", sink.url + "/image", "--image-notify-key", "ik")
+    emulator = next(with_image_notify)
+    try:
+        task_id = emulator.mps().ProcessImage(req(mps_models.ProcessImageRequest, {"InputInfo": INPUT})).TaskId
+        [callback] = sink.wait_for(task_id)
+        verify_mps_notification(callback.body, ["ik"], time.time(), 60)
+        assert callback.body["EventType"] == "WorkflowTask"
+        assert callback.body["WorkflowTaskEvent"]["TaskId"] == task_id and "-" not in task_id
+    finally:
+        with_image_notify.close()
+
+
+def test_failed_deliveries_are_retried(emulator, sink):
+    task_id = mps_task(emulator, sink, "Finish", path="/flaky-2/mps")
+    [callback] = sink.wait_for(task_id)
+    verify_mps_notification(callback.body, ["nk"], time.time(), 60)
+    deliveries = [d for d in emulator.admin("stats")["callbacks"]["deliveries"] if d["task_id"] == task_id]
+    assert deliveries[0]["attempts"] == 3 and deliveries[0]["outcome"] == "delivered"
+
+
+def test_unreachable_callback_gives_up_after_retries(emulator):
+    notify = {"NotifyType": "URL", "NotifyMode": "Finish", "NotifyUrl": "http://127.0.0.1:9/none", "NotifyKey": "k"}
+    task_id = emulator.mps().ProcessMedia(req(mps_models.ProcessMediaRequest, {
+        "InputInfo": INPUT, "TaskNotifyConfig": notify})).TaskId
+    failed = wait_until(lambda: [d for d in emulator.admin("stats")["callbacks"]["deliveries"]
+                                 if d["task_id"] == task_id and d["outcome"] == "failed"], 10, "give up")
+    assert failed[0]["attempts"] == 4  # 1 + --callback-retries (3)
+
+
+def test_vod_procedure_state_changed_signed_with_sign_key(emulator, sink):
+    client = emulator.vod()
+    task_id = client.ProcessMedia(req(vod_models.ProcessMediaRequest, {
+        "FileId": "528589", "SessionContext": "vc", "SessionId": "vs", "TasksNotifyMode": "Change"})).TaskId
+    callbacks = sink.wait_for(task_id, count=2)
+    assert all(c.path == "/vod-default" for c in callbacks)
+    for callback in callbacks:
+        verify_vod_event(callback.body, [VOD_SIGN_KEY], time.time(), 60)
+    event = callbacks[-1].body
+    assert event["EventType"] == "ProcedureStateChanged"
+    procedure = event["ProcedureStateChangeEvent"]
+    assert (procedure["TaskId"], procedure["Status"], procedure["FileId"]) == (task_id, "FINISH", "528589")
+    assert (procedure["SessionId"], procedure["SessionContext"]) == ("vs", "vc")
+    content = vod_models.EventContent()
+    content._deserialize({k: v for k, v in event.items() if k not in ("Sign", "T")})  # not in the SDK model
+    assert content.ProcedureStateChangeEvent.TaskId == task_id
+
+
+def test_vod_modify_event_config_routes_per_application(emulator, sink):
+    client = emulator.vod()
+    client.ModifyEventConfig(req(vod_models.ModifyEventConfigRequest, {
+        "SubAppId": 1500000002, "Mode": "PUSH", "NotificationUrl": sink.url + "/vod-app", "SignKey": "app-key"}))
+    task_id = client.ProcessMedia(req(vod_models.ProcessMediaRequest, {"FileId": "1", "SubAppId": 1500000002})).TaskId
+    [callback] = sink.wait_for(task_id)
+    assert callback.path == "/vod-app"
+    verify_vod_event(callback.body, ["app-key"], time.time(), 60)
+    silent = client.ProcessMedia(req(vod_models.ProcessMediaRequest, {"FileId": "2", "TasksNotifyMode": "None"}))
+    marker = client.ProcessMedia(req(vod_models.ProcessMediaRequest, {"FileId": "3"})).TaskId
+    sink.wait_for(marker)
+    assert sink.matching(silent.TaskId) == []
+
+
+def test_ams_callback_signed_with_seed(emulator, sink):
+    created = emulator.ams().CreateAudioModerationTask(req(ams_models.CreateAudioModerationTaskRequest, {
+        "BizType": "biz", "Seed": "the-seed", "CallbackUrl": sink.url + "/ams",
+        "Tasks": [{"DataId": "data-1", "Input": {"Type": "URL", "Url": "https://example.com/a.mp3"}}]}))
+    task_id = created.Results[0].TaskId
+    [callback] = sink.wait_for(task_id)
+    verify_ams_callback(callback.raw, callback.headers.get(AMS_SIGNATURE_HEADER), ["the-seed"])
+    body = callback.body
+    assert (body["TaskId"], body["DataId"], body["BizType"], body["Status"]) == (task_id, "data-1", "biz", "FINISH")
+    assert body["Suggestion"] == "Pass" and body["Labels"] == []
+    assert "SessionId" not in body
