@@ -1,9 +1,14 @@
 """`python -m receiver` (what `make run` calls): the whole product on one host.
 
 Starts the `Procfile` processes — gunicorn serving `app:app` and the worker —
-and stops both on Ctrl-C or SIGTERM. Without Tencent Cloud credentials it is a
-local trial: products whose signing keys are not set get a well-known demo
-key, printed below, so that a signed callback can be sent straight away.
+and stops them all on Ctrl-C or SIGTERM.
+
+Without Tencent Cloud credentials it is a local trial: it also starts the
+local Tencent Cloud emulator, points the receiver at it with demo
+credentials and keys, creates MPS (workflow, batch, image), VOD and AMS tasks
+that call back, and prints each normalized event as it reaches the log sink.
+With credentials in the environment the same command serves real Tencent
+Cloud, and creates nothing.
 """
 
 from __future__ import annotations
@@ -13,34 +18,52 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+from receiver import demo
 from receiver.config import ConfigError, load_settings
 from receiver.logs import configure_logging
 
 log = logging.getLogger("receiver.launcher")
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_KEYS = {
-    "MPS_NOTIFY_KEYS": "local-demo-mps-key",
-    "VOD_SIGN_KEYS": "local-demo-vod-key",
-    "AMS_SEEDS": "local-demo-ams-seed",
-}
 
 
-def _environment() -> dict[str, str]:
-    env = dict(os.environ)
-    if not env.get("TENCENTCLOUD_SECRET_ID"):
-        for name, key in DEMO_KEYS.items():
-            if not env.get(name):
-                env[name] = key
-                log.warning("local trial: %s=%s (no Tencent Cloud credentials given)", name, key)
-    return env
+def _run_trial(env: dict[str, str], port: int, stopping: threading.Event) -> None:
+    """Create the demo tasks once everything answers, then show the events as they arrive."""
+    receiver = env["RECEIVER_PUBLIC_URL"]
+    if not demo.wait_ready([f"http://127.0.0.1:{port}/_emulator/health", f"{receiver}/healthz"]):
+        log.error("local trial: the emulator or the receiver did not start; no tasks created")
+        return
+    sink = demo.ensure_sink_dir(env)
+    follower = threading.Thread(
+        target=demo.follow_events, args=(sink, lambda line: print(line, flush=True), stopping.is_set),
+        daemon=True,
+    )
+    follower.start()
+    try:
+        task_ids = demo.create_tasks(env, port)
+    except Exception as error:  # noqa: BLE001 - the trial is a courtesy; the receiver keeps running
+        log.error("local trial: creating tasks failed: %s", error)
+        return
+    log.info(
+        "local trial: created %d tasks in the emulator (%s); expect %d events, full JSON in %s",
+        len(task_ids), ", ".join(task_ids), demo.EXPECTED_EVENTS, sink,
+    )
 
 
 def main() -> int:
     configure_logging()
-    env = _environment()
+    env = dict(os.environ)
+    local_trial = not env.get("TENCENTCLOUD_SECRET_ID")
+    emulator_port = demo.emulator_port(env)
+    if local_trial:
+        env = demo.trial_environment(env, emulator_port)
+        log.warning(
+            "local trial (no TENCENTCLOUD_SECRET_ID): emulator on :%d, demo keys %s",
+            emulator_port, ", ".join(f"{k}={env[k]}" for k in demo.DEMO_KEYS),
+        )
     try:
         settings = load_settings(env)
     except ConfigError as error:
@@ -51,35 +74,37 @@ def main() -> int:
         "web": [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
         "worker": [python, "-m", "receiver.worker"],
     }
+    if local_trial:
+        commands = {"emulator": demo.emulator_command(python, env, emulator_port), **commands}
     processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()}
     log.info(
         "receiver on port %s, inbox %s, sink %s; Ctrl-C stops",
         env.get("PORT", "8000"), settings.inbox_url, settings.sink,
     )
-
-    asked_to_stop = False
+    stopping = threading.Event()
+    if local_trial:
+        threading.Thread(target=_run_trial, args=(env, emulator_port, stopping), daemon=True).start()
 
     def stop(*signal_args: object) -> None:
-        nonlocal asked_to_stop
-        asked_to_stop = asked_to_stop or bool(signal_args)
+        if signal_args:
+            stopping.set()
         for process in processes.values():
             if process.poll() is None:
                 process.terminate()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    # Wait for the first process to end, then take the other one down with it.
+    # Wait for the first process to end, then take the others down with it.
     exit_code = 0
     while processes:
-        pid, status = os.wait()
         for name, process in list(processes.items()):
-            if process.pid == pid:
-                process.returncode = os.waitstatus_to_exitcode(status)
+            if process.poll() is not None:
                 exit_code = exit_code or process.returncode
                 del processes[name]
                 stop()
+        stopping.wait(0.2)
     # A clean stop on request is a success, however the children took the signal.
-    return 0 if asked_to_stop else exit_code
+    return 0 if stopping.is_set() else exit_code
 
 
 if __name__ == "__main__":

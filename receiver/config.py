@@ -65,6 +65,8 @@ class Settings:
     endpoints: Mapping[str, str | None] = field(
         default_factory=lambda: {p: None for p in PRODUCTS}
     )
+    not_found_patience_seconds: int = 20
+    consistency_patience_seconds: int = 30
     vod_subapp_id: int | None = None
     vod_forward_unreconciled: bool = True
     # Sinks (SPEC 7)
@@ -249,6 +251,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             p: reader.url(f"TENCENTCLOUD_{p.upper()}_ENDPOINT", None, ("http", "https"))
             for p in PRODUCTS
         },
+        not_found_patience_seconds=reader.integer("NOT_FOUND_PATIENCE_SECONDS", 20),
+        consistency_patience_seconds=reader.integer("CONSISTENCY_PATIENCE_SECONDS", 30),
         vod_subapp_id=reader.integer("VOD_SUBAPP_ID", None, minimum=1),
         vod_forward_unreconciled=reader.boolean("VOD_FORWARD_UNRECONCILED", True),
         sink=sink,

@@ -7,14 +7,20 @@ import os
 import sys
 import threading
 from collections.abc import Iterable
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol
 
 from receiver.config import Settings
+
+# How much of the end of LOG_SINK_PATH a starting worker reads back.
+RECOVERY_TAIL_BYTES = 4 * 1024 * 1024
 
 
 class Sink(Protocol):
     def send(self, events: list[dict[str, Any]]) -> None:
         """Deliver every event or raise; a raise keeps them all in the inbox."""
+
+    def recover_forwarded_ids(self) -> set[str]:
+        """Event ids the sink holds already, where it can tell (after a crash between send and mark)."""
 
 
 class LogSink:
@@ -33,18 +39,45 @@ class LogSink:
                 sys.stdout.write(lines)
                 sys.stdout.flush()
                 return
-            with open(self._path, "a", encoding="utf-8") as out:
-                _write_durably(out, lines)
+            data = lines.encode("utf-8")
+            if os.path.exists(self._path) and not _ends_cleanly(self._path):
+                data = b"\n" + data
+            with open(self._path, "ab") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+
+    def recover_forwarded_ids(self) -> set[str]:
+        """The event ids at the end of LOG_SINK_PATH (stdout cannot be read back)."""
+        if self._path is None or not os.path.exists(self._path):
+            return set()
+        with open(self._path, "rb") as log:
+            log.seek(max(0, os.path.getsize(self._path) - RECOVERY_TAIL_BYTES))
+            tail = log.read().decode("utf-8", errors="replace").splitlines()
+        found = set()
+        for line in tail:
+            try:
+                found.add(json.loads(line)["event_id"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut by the tail's start, or not ours
+        return found
+
+
+def _ends_cleanly(path: str) -> bool:
+    """False when the file's last line was cut short (a crash mid-write): the next event starts a new line."""
+    with open(path, "rb") as existing:
+        if existing.seek(0, os.SEEK_END) == 0:
+            return True
+        existing.seek(-1, os.SEEK_END)
+        return existing.read(1) == b"\n"
 
 
 def open_sink(settings: Settings) -> Sink:
     """The sink SINK names."""
-    if settings.sink == "log":
-        return LogSink(settings.log_sink_path)
-    raise NotImplementedError("SINK=sqs arrives with the SQS work (issue 5)")
+    if settings.sink == "sqs":
+        from receiver.sqs import SqsSink  # boto3 only where SQS is used
+
+        return SqsSink.from_settings(settings)
+    return LogSink(settings.log_sink_path)
 
 
-def _write_durably(out: TextIO, text: str) -> None:
-    out.write(text)
-    out.flush()
-    os.fsync(out.fileno())

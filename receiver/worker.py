@@ -58,13 +58,9 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 100
 LEASE_SECONDS = 120.0
 IDLE_POLL_SECONDS = 0.2
-# A task created a moment ago may not be visible to Describe yet.
-NOT_FOUND_PATIENCE_SECONDS = 20.0
-# How long a callback that says FINISH waits for Describe to say so too.
-CONSISTENCY_PATIENCE_SECONDS = 30.0
 LOOK_AGAIN_SECONDS = 1.0
 BACKOFF_BASE_SECONDS = 1.0
-BACKOFF_CAP_SECONDS = 30.0
+BACKOFF_CAP_SECONDS = 15.0
 DROPPED_UNRECONCILED = "dropped_unreconciled"
 # How many MPS DescribeTasks pages a BatchTask without task id may cost.
 SESSION_SEARCH_MAX_PAGES = 10
@@ -104,10 +100,25 @@ class Worker:
         self._batch_sessions: dict[str, str] = {}  # BatchTask id -> its SessionId
         self._health: dict[str, str] = {}
         self._schema = NormalizedEventSchema()
+        # Events the sink took before a crash kept them from being marked: not again.
+        recovered = sink.recover_forwarded_ids()
+        if recovered:
+            inbox.mark_forwarded(sorted(recovered), clock())
 
     # --- the loop ---------------------------------------------------------------------
 
+    def release_dead_workers_leases(self) -> None:
+        """Leases of this host's worker processes that died (kill -9, OOM) need not run out first."""
+        host = socket.gethostname()
+        for owner in self.inbox.lease_owners():
+            owner_host, _, pid = owner.rpartition(":")
+            if owner_host != host or owner == self.owner or not pid.isdigit() or _process_alive(int(pid)):
+                continue
+            released = self.inbox.release_leases(owner, self.clock())
+            log.warning("released %d record(s) leased by %s, which is no longer running", released, owner)
+
     def run_forever(self) -> None:
+        self.release_dead_workers_leases()
         log.info("worker %s started", self.owner)
         if self.tencentcloud is None:
             self._report("tencentcloud", "failing", "no TENCENTCLOUD_SECRET_ID / _KEY: callbacks wait in the inbox")
@@ -224,7 +235,7 @@ class Worker:
             record = item.record
             verdict = judge(
                 record, call, answer, self.settings.receiver_public_url, now,
-                patience_left=now - record.received_at < CONSISTENCY_PATIENCE_SECONDS,
+                patience_left=now - record.received_at < self.settings.consistency_patience_seconds,
             )
             if isinstance(verdict, Forward):
                 batch.forward.append((item, verdict.event))
@@ -266,7 +277,8 @@ class Worker:
         record, now = item.record, self.clock()
         message = _describe_error(error)
         if failure is Failure.NOT_FOUND:
-            if now - record.received_at < NOT_FOUND_PATIENCE_SECONDS:
+            # A task created a moment ago may not be visible to Describe yet.
+            if now - record.received_at < self.settings.not_found_patience_seconds:
                 self.inbox.retry_later(self.owner, record.id, message, now + LOOK_AGAIN_SECONDS * 2, now)
             else:
                 self.inbox.reject(self.owner, record.id, UNKNOWN_TASK, now)
@@ -292,6 +304,16 @@ class Worker:
             self.inbox.set_health(component, status, detail, self.clock())
         except Exception:  # noqa: BLE001 - health is advisory; never fail a pass for it
             log.warning("could not record %s health", component)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _describe_error(error: BaseException | None) -> str:

@@ -165,3 +165,10 @@ def callback_sink() -> Iterator[CallbackSink]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def req(model, params: dict):
+    """An SDK request model filled from plain JSON, as the receiver builds them."""
+    request = model()
+    request.from_json_string(json.dumps(params))
+    return request

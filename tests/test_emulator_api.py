@@ -16,7 +16,7 @@ from tencentcloud.mps.v20190612 import models as mps_models
 from tencentcloud.vod.v20180717 import models as vod_models
 
 from emulator import tc3
-from tests.emulator_fixtures import SECRET_ID, SECRET_KEY, EmulatorProcess, running_emulator
+from tests.emulator_fixtures import SECRET_ID, SECRET_KEY, EmulatorProcess, req, running_emulator
 from tests.servers import ROOT, wait_until
 
 INPUT = {"Type": "URL", "UrlInputInfo": {"Url": "https://example.com/in.mp4"}}
@@ -33,12 +33,6 @@ def emulator(tmp_path_factory):
 def _reset(emulator):
     emulator.admin("reset", {})
 
-
-def req(model, params: dict):
-    """An SDK request model filled from plain JSON, as the receiver builds them."""
-    request = model()
-    request.from_json_string(json.dumps(params))
-    return request
 
 
 def sdk_error(call) -> str:

@@ -11,7 +11,7 @@ from tencentcloud.mps.v20190612 import models as mps_models
 from tencentcloud.vod.v20180717 import models as vod_models
 
 from receiver.auth import AMS_SIGNATURE_HEADER, verify_ams_callback, verify_mps_notification, verify_vod_event
-from tests.emulator_fixtures import VOD_SIGN_KEY, callback_sink, running_emulator
+from tests.emulator_fixtures import VOD_SIGN_KEY, callback_sink, req, running_emulator
 from tests.servers import wait_until
 
 INPUT = {"Type": "URL", "UrlInputInfo": {"Url": "https://example.com/in.mp4"}}
@@ -33,11 +33,6 @@ def emulator(tmp_path_factory, sink):
 def _reset(emulator):
     emulator.admin("reset", {})
 
-
-def req(model, params: dict):
-    request = model()
-    request.from_json_string(json.dumps(params))
-    return request
 
 
 def mps_task(emulator, sink, mode: str, path: str = "/mps", **extra) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,7 +12,7 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 from tencentcloud.mps.v20190612 import models as mps_models
 
 from receiver.auth import verify_mps_notification
-from tests.emulator_fixtures import EmulatorProcess, callback_sink, running_emulator
+from tests.emulator_fixtures import EmulatorProcess, callback_sink, req, running_emulator
 from tests.servers import wait_until
 
 INPUT = {"Type": "URL", "UrlInputInfo": {"Url": "https://example.com/in.mp4"}}
@@ -35,11 +34,6 @@ def emulator(tmp_path_factory):
 def _reset(emulator):
     emulator.admin("reset", {})
 
-
-def req(model, params: dict):
-    request = model()
-    request.from_json_string(json.dumps(params))
-    return request
 
 
 def outcome(call) -> str:

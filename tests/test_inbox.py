@@ -49,6 +49,18 @@ def test_expired_lease_is_reclaimed_and_the_old_owner_cannot_settle(tmp_path):
     assert inbox.counts_by_state() == {"done": 1}
 
 
+def test_leases_of_a_dead_owner_are_released_at_once(tmp_path):
+    inbox = SqliteInbox(tmp_path / "inbox.db")
+    ids = [inbox.accept(make_record(f"t{i}")).id for i in range(3)]
+    inbox.claim("host:1", 2, lease_seconds=120, now=T0)
+    inbox.claim("host:2", 1, lease_seconds=120, now=T0)
+    assert inbox.lease_owners() == {"host:1", "host:2"}
+    assert inbox.release_leases("host:1", now=T0 + 1) == 2
+    assert inbox.lease_owners() == {"host:2"}
+    reclaimed = inbox.claim("host:3", 10, lease_seconds=120, now=T0 + 1)
+    assert len(reclaimed) == 2 and {c.record.id for c in reclaimed} < set(ids)
+
+
 def test_retry_reject_and_bury(tmp_path):
     inbox = SqliteInbox(tmp_path / "inbox.db")
     ids = [inbox.accept(make_record(f"t{i}")).id for i in range(3)]

@@ -50,6 +50,14 @@ class Inbox(ABC):
         """Lease up to `limit` due records (pending and due, or with an expired lease)."""
 
     @abstractmethod
+    def lease_owners(self) -> set[str]:
+        """Owners holding leases now."""
+
+    @abstractmethod
+    def release_leases(self, owner: str, now: float) -> int:
+        """Make `owner`'s leased records claimable at once (its process is gone); how many."""
+
+    @abstractmethod
     def mark_done(self, owner: str, ids: list[str], now: float) -> None: ...
 
     @abstractmethod

@@ -309,6 +309,19 @@ class SqliteInbox(Inbox):
             ).fetchall()
         return [ClaimedRecord(_row_to_record(r[:-1]), r[-1], expires) for r in rows]
 
+    def lease_owners(self) -> set[str]:
+        rows = self._writer().conn.execute("SELECT DISTINCT lease_owner FROM inbox WHERE state = 'leased'")
+        return {row[0] for row in rows.fetchall() if row[0]}
+
+    def release_leases(self, owner: str, now: float) -> int:
+        with self._writer().transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE inbox SET state = 'pending', lease_owner = NULL, lease_expires_at = NULL, "
+                "next_attempt_at = ?, updated_at = ? WHERE state = 'leased' AND lease_owner = ?",
+                (now, now, owner),
+            )
+        return cursor.rowcount
+
     def _settle(self, owner: str, ids: list[str], assignments: str, params: tuple) -> None:
         """Update records still leased by `owner`; a lost lease leaves them alone."""
         if not ids:

@@ -1,0 +1,415 @@
+"""Issue 4 end to end: emulator tasks call the receiver back over HTTP, the worker process describes them
+at the emulator with the official SDK, and normalized events come out of the log sink."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import jsonschema
+import pytest
+
+from schemas.event import JSON_SCHEMA_PATH
+from tests import payloads
+from tests.client import post_mps, post_vod
+from tests.pipeline_fixtures import MPS_DESCRIBE_LIMIT, NO_CALLBACK_INPUT, Pipeline
+from tests.servers import wait_until
+
+VALIDATOR = jsonschema.Draft202012Validator(json.loads(JSON_SCHEMA_PATH.read_text()))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    pipe = Pipeline(tmp_path_factory.mktemp("pipeline"))
+    try:
+        yield pipe.start()
+    finally:
+        pipe.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh(pipeline):
+    """Every test starts with a fresh emulator (tasks, counters, faults) and a running worker."""
+    pipeline.emulator.admin("reset", {})
+    pipeline.ensure_worker()
+    return pipeline
+
+
+def uid(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+def redacted(answer: dict[str, Any]) -> dict[str, Any]:
+    """What SPEC 7 says `detail` is: the answer without RequestId, NotifyKey and URL tokens as ***."""
+    detail = copy.deepcopy(answer)
+    detail.pop("RequestId", None)
+    config = detail.get("TaskNotifyConfig")
+    if isinstance(config, dict):
+        if config.get("NotifyKey"):
+            config["NotifyKey"] = "***"
+        parts = urlsplit(config.get("NotifyUrl") or "")
+        if parts.query:
+            query = [(k, "***" if k == "token" else v) for k, v in parse_qsl(parts.query)]
+            config["NotifyUrl"] = urlunsplit(parts._replace(query=urlencode(query, safe="*")))
+    return detail
+
+
+def assert_valid(event: dict[str, Any]) -> None:
+    errors = [e.message for e in VALIDATOR.iter_errors(event)]
+    assert not errors, errors
+
+
+def assert_matches_answer(event: dict[str, Any], answer: dict[str, Any], source: str, event_type: str,
+                          task_id: str, reconciled_with: str) -> None:
+    assert_valid(event)
+    assert (event["source"], event["event_type"], event["task_id"]) == (source, event_type, task_id)
+    assert event["reconciled_with"] == reconciled_with
+    assert event["status"] == answer["Status"]
+    assert event["detail"] == redacted(answer)
+    assert event["received_at"] and event["reconciled_at"]
+    assert event["received_at"] <= event["reconciled_at"]
+    assert "RequestId" not in event["detail"]
+
+
+# --- 1. each product and event type ---------------------------------------------------------
+
+
+def test_mps_workflow_task(pipeline):
+    session_id, context = uid("wf"), json.dumps({"order": 4711})
+    task_id = pipeline.create_mps_workflow(SessionId=session_id, SessionContext=context)
+    event = pipeline.wait_event(task_id)
+    answer = pipeline.describe("mps", "DescribeTaskDetail", task_id)
+    assert_matches_answer(event, answer, "mps", "WorkflowTask", task_id, "mps:DescribeTaskDetail")
+    assert event["status"] == "FINISH" and event["succeeded"] is True
+    assert event["error_code"] is None and event["error_message"] is None
+    assert (event["session_id"], event["session_context"]) == (session_id, context)
+    assert event["task_type"] == "WorkflowTask"
+    assert (event["created_at"], event["finished_at"]) == (answer["CreateTime"], answer["FinishTime"])
+    # the secrets of the task's notify configuration never reach the event
+    config = event["detail"]["TaskNotifyConfig"]
+    assert config["NotifyKey"] == "***" and config["NotifyUrl"].endswith("/callbacks/mps?token=***")
+    assert [e["event_id"] for e in pipeline.events_for(task_id)] == [event["event_id"]]
+
+
+def test_mps_batch_task_with_task_id(pipeline):
+    session_id = uid("batch")
+    task_id = pipeline.create_mps_batch(SessionId=session_id, SessionContext="batch-context")
+    event = pipeline.wait_event(task_id)
+    answer = pipeline.describe("mps", "DescribeBatchTaskDetail", task_id)
+    assert_matches_answer(event, answer, "mps", "BatchTask", task_id, "mps:DescribeBatchTaskDetail")
+    assert event["succeeded"] is True and event["task_type"] == "BatchTask"
+    assert (event["session_id"], event["session_context"]) == (session_id, "batch-context")
+    assert pipeline.stats("mps.DescribeTasks")["calls"] == 0  # the id was there: no search
+
+
+def test_mps_batch_task_without_task_id_is_found_through_its_session_id(pipeline):
+    pipeline.emulator.admin("faults", {"batch_callback_without_task_id": True})
+    # other BatchTasks around, so the search has to tell them apart by SessionId
+    decoys = [pipeline.create_mps_batch(SessionId=uid("decoy"), InputInfo=[NO_CALLBACK_INPUT]) for _ in range(3)]
+    session_id = uid("batch-noid")
+    task_id = pipeline.create_mps_batch(SessionId=session_id, SessionContext="ctx-noid")
+    event = pipeline.wait_event(task_id)
+    [callback] = [d for d in pipeline.emulator.admin("stats")["callbacks"]["deliveries"] if d["task_id"] == task_id]
+    assert callback["outcome"] == "delivered"
+    [row] = pipeline.inbox_rows(session_id=session_id)
+    assert row["task_id"] is None and row["state"] == "done"  # the callback itself carried no id
+    answer = pipeline.describe("mps", "DescribeBatchTaskDetail", task_id)
+    assert_matches_answer(event, answer, "mps", "BatchTask", task_id, "mps:DescribeBatchTaskDetail")
+    assert (event["session_id"], event["session_context"]) == (session_id, "ctx-noid")
+    assert pipeline.stats("mps.DescribeTasks")["calls"] >= 1
+    assert not any(pipeline.events_for(d) for d in decoys)
+
+
+def test_mps_image_task_is_described_with_describe_image_task_detail(pipeline):
+    task_id = pipeline.create_mps_image()
+    event = pipeline.wait_event(task_id)
+    answer = pipeline.describe("mps", "DescribeImageTaskDetail", task_id)
+    assert_matches_answer(event, answer, "mps", "WorkflowTask", task_id, "mps:DescribeImageTaskDetail")
+    assert event["succeeded"] is True and event["status"] == "FINISH"
+    assert pipeline.stats("mps.DescribeImageTaskDetail")["calls"] >= 2  # the worker's and ours
+    assert pipeline.stats("mps.DescribeTaskDetail")["calls"] == 0
+
+
+def test_vod_procedure_state_changed(pipeline):
+    session_id = uid("vod")
+    task_id = pipeline.create_vod_procedure(SessionId=session_id, SessionContext="vod-context")
+    event = pipeline.wait_event(task_id)
+    answer = pipeline.describe("vod", "DescribeTaskDetail", task_id)
+    assert_matches_answer(event, answer, "vod", "ProcedureStateChanged", task_id, "vod:DescribeTaskDetail")
+    assert event["succeeded"] is True and event["task_type"] == "Procedure"
+    assert (event["session_id"], event["session_context"]) == (session_id, "vod-context")
+    assert (event["created_at"], event["started_at"]) == (answer["CreateTime"], answer["BeginProcessTime"])
+
+
+def test_ams_audio_moderation(pipeline):
+    task_id = pipeline.create_ams(uid("ams"))
+    event = pipeline.wait_event(task_id)
+    answer = pipeline.describe("ams", "DescribeTaskDetail", task_id)
+    assert_matches_answer(event, answer, "ams", "AudioModeration", task_id, "ams:DescribeTaskDetail")
+    assert event["status"] == "FINISH" and event["succeeded"] is True
+    assert event["session_id"] is None and event["session_context"] is None
+    assert event["task_type"] == "AUDIO" and event["created_at"] == answer["CreatedAt"]
+
+
+def test_vod_new_file_upload_is_forwarded_unreconciled(pipeline):
+    file_id = str(uuid.uuid4().int)[:19]
+    body = payloads.vod_new_file_upload(file_id)
+    answer = post_vod(pipeline.receiver.url, body)
+    assert answer.json()["status"] == "accepted"
+
+    def forwarded() -> dict[str, Any] | None:
+        return next((e for e in pipeline.events() if e["event_type"] == "NewFileUpload"
+                     and e["detail"]["FileUploadEvent"]["FileId"] == file_id), None)
+
+    event = wait_until(forwarded, 30, "the NewFileUpload event")
+    assert_valid(event)
+    assert event["source"] == "vod" and event["reconciled_with"] is None and event["reconciled_at"] is None
+    assert event["task_id"] is None and event["status"] is None and event["succeeded"] is None
+    assert event["detail"] == body  # the verified callback, without its T and Sign
+    [row] = pipeline.inbox_rows(id=answer.json()["id"])
+    assert row["state"] == "done"
+
+
+@pytest.mark.parametrize("product", ["mps", "ams"])
+def test_a_failed_task_is_forwarded_as_failed(pipeline, product):
+    if product == "mps":
+        task_id = pipeline.create_mps_workflow(SessionId=uid("fail"), SessionContext="emulator:fail")
+        answer_of = ("mps", "DescribeTaskDetail")
+    else:
+        task_id = pipeline.create_ams(uid("emulator:fail"))
+        answer_of = ("ams", "DescribeTaskDetail")
+    event = pipeline.wait_event(task_id)
+    answer = pipeline.describe(*answer_of, task_id)
+    assert_matches_answer(event, answer, product, "WorkflowTask" if product == "mps" else "AudioModeration",
+                          task_id, ":".join(answer_of))
+    assert event["succeeded"] is False
+    if product == "mps":
+        assert event["status"] == "FINISH"
+        assert event["error_code"] == str(answer["WorkflowTask"]["ErrCode"]) == "30010"
+        assert event["error_message"] == answer["WorkflowTask"]["Message"]
+    else:
+        assert event["status"] == "ERROR"
+        assert event["error_code"] == answer["ErrorType"] and event["error_message"] == answer["ErrorDescription"]
+
+
+# --- 2. a tampered body with a valid Sign -----------------------------------------------------
+
+
+def test_tampered_callback_with_valid_sign_forwards_the_emulators_data(pipeline):
+    session_id, context = uid("tamper"), "genuine-context"
+    # a real task that never calls back itself: the only callback is ours
+    task_id = pipeline.create_mps_workflow(SessionId=session_id, SessionContext=context,
+                                           input_info=NO_CALLBACK_INPUT)
+    forged = payloads.mps_workflow(task_id=task_id, status="FINISH", session_id=session_id,
+                                   session_context=context)
+    forged["WorkflowTaskEvent"].update({
+        "ErrCode": 70000, "Message": "forged failure",
+        "MediaProcessResultSet": [{"Type": "Transcode", "TranscodeTask": {"Output": {"Url": "https://evil.example/x"}}}],
+    })
+    # MPS signs only Timestamp: the forged body carries a valid signature
+    assert post_mps(pipeline.receiver.url, forged).json()["status"] == "accepted"
+    event = pipeline.wait_event(task_id)
+    answer = pipeline.describe("mps", "DescribeTaskDetail", task_id)
+    assert_matches_answer(event, answer, "mps", "WorkflowTask", task_id, "mps:DescribeTaskDetail")
+    assert event["succeeded"] is True and event["error_code"] is None and event["error_message"] is None
+    assert event["detail"]["WorkflowTask"]["Message"] == "" and event["detail"]["WorkflowTask"]["ErrCode"] == 0
+    assert "evil.example" not in json.dumps(event)
+
+
+# --- 3. rejections ------------------------------------------------------------------------------
+
+
+def wait_rejected(pipeline, record_id: str, reason: str) -> None:
+    def settled():
+        [row] = pipeline.inbox_rows(id=record_id)
+        return row["state"] not in ("pending", "leased") and row
+
+    row = wait_until(settled, 30, f"callback {record_id} to be settled")
+    assert (row["state"], row["reason"]) == ("rejected", reason)
+
+
+def test_unknown_task_is_rejected(pipeline):
+    task_id = f"2500000000-WorkflowTask-{uuid.uuid4().hex}"
+    answer = post_mps(pipeline.receiver.url, payloads.mps_workflow(task_id=task_id, session_id=uid("unknown")))
+    assert answer.json()["status"] == "accepted"
+    wait_rejected(pipeline, answer.json()["id"], "unknown_task")
+    assert pipeline.events_for(task_id) == []
+    assert pipeline.stats("mps.DescribeTaskDetail")["errors"].get("ResourceNotFound", 0) >= 1
+
+
+def test_notify_config_mismatch_is_rejected(pipeline):
+    session_id = uid("elsewhere")
+    # a real task that notifies someone else; a validly signed copy of its callback comes to us
+    task_id = pipeline.create_mps_workflow(url="http://127.0.0.1:9/callbacks/mps?token=theirs",
+                                           SessionId=session_id, SessionContext="ctx",
+                                           input_info=NO_CALLBACK_INPUT)
+    wait_until(lambda: pipeline.describe("mps", "DescribeTaskDetail", task_id)["Status"] == "FINISH", 15,
+               "the task to finish")
+    forged = payloads.mps_workflow(task_id=task_id, session_id=session_id, session_context="ctx")
+    answer = post_mps(pipeline.receiver.url, forged)
+    wait_rejected(pipeline, answer.json()["id"], "notify_config_mismatch")
+    assert pipeline.events_for(task_id) == []
+
+
+@pytest.mark.parametrize("differs", ["SessionContext", "SessionId"])
+def test_session_mismatch_is_rejected(pipeline, differs):
+    session_id = uid("session")
+    task_id = pipeline.create_mps_workflow(SessionId=session_id, SessionContext="the-task's-context",
+                                           input_info=NO_CALLBACK_INPUT)
+    forged = payloads.mps_workflow(task_id=task_id, session_id=session_id, session_context="the-task's-context")
+    forged[differs] = "someone-else"
+    answer = post_mps(pipeline.receiver.url, forged)
+    wait_rejected(pipeline, answer.json()["id"], "session_mismatch")
+    assert pipeline.events_for(task_id) == []
+
+
+# --- 4. rate limits -----------------------------------------------------------------------------
+
+
+def test_200_callbacks_at_20_per_second_all_forwarded_without_exceeding_the_limit(pipeline):
+    task_ids = [pipeline.create_mps_workflow(SessionId=uid("rate")) for _ in range(200)]
+    found = pipeline.wait_events(task_ids, timeout=90)
+    assert all(len(events) == 1 and events[0]["status"] == "FINISH" for events in found.values())
+    stats = pipeline.stats("mps.DescribeTaskDetail")
+    assert stats["limit"] == MPS_DESCRIBE_LIMIT
+    assert stats["calls"] == 200  # one per task, nothing retried
+    assert stats["errors"] == {}  # in particular no RequestLimitExceeded
+    assert stats["max_1s_window_attempted"] <= MPS_DESCRIBE_LIMIT
+    # the limit was actually approached: this load needs it
+    assert stats["max_1s_window_attempted"] >= MPS_DESCRIBE_LIMIT // 2
+
+
+# --- 5. pending callbacks of one task share one Describe call ------------------------------------
+
+
+def test_change_mode_callbacks_pending_together_share_one_describe_call(pipeline):
+    pipeline.stop_worker()
+    pipeline.emulator.admin("faults", {"callback_duplicate": 1})
+    session_id = uid("change")
+    task_id = pipeline.create_mps_workflow(mode="Change", SessionId=session_id, SessionContext="ctx")
+
+    def delivered() -> list[str]:
+        deliveries = pipeline.emulator.admin("stats")["callbacks"]["deliveries"]
+        statuses = [d["status"] for d in deliveries if d["task_id"] == task_id and d["outcome"] == "delivered"]
+        return statuses if len(statuses) == 4 else []
+
+    # two jobs of the emulator send the two changes' copies: their order may interleave
+    assert sorted(wait_until(delivered, 15, "four callbacks")) == ["FINISH", "FINISH", "PROCESSING", "PROCESSING"]
+    rows = pipeline.inbox_rows(task_id=task_id)
+    assert sorted(r["claimed_status"] for r in rows) == ["FINISH", "PROCESSING"]  # copies answered duplicate
+    assert pipeline.stats("mps.DescribeTaskDetail")["calls"] == 0
+    pipeline.start_worker()
+    event = pipeline.wait_event(task_id)
+    wait_until(lambda: all(r["state"] == "done" for r in pipeline.inbox_rows(task_id=task_id)), 15,
+               "both callbacks settled")
+    assert pipeline.stats("mps.DescribeTaskDetail")["calls"] == 1
+    # the task is FINISH by now: both callbacks are that one state change
+    assert [e["status"] for e in pipeline.events_for(task_id)] == ["FINISH"]
+    assert event["session_id"] == session_id and event["succeeded"] is True
+
+
+# --- 6. an InternalError storm ---------------------------------------------------------------------
+
+STORM_SECONDS = 30
+BACKOFF_CAP_SECONDS = 15
+
+
+def test_events_are_forwarded_after_a_30_second_internal_error_storm(pipeline):
+    task_ids = {
+        pipeline.create_mps_workflow(SessionId=uid("storm")): "mps.DescribeTaskDetail",
+        pipeline.create_mps_batch(SessionId=uid("storm")): "mps.DescribeBatchTaskDetail",
+        pipeline.create_vod_procedure(SessionId=uid("storm")): "vod.DescribeTaskDetail",
+        pipeline.create_ams(uid("storm")): "ams.DescribeTaskDetail",
+    }
+    pipeline.emulator.admin("faults", {"error_rate": 1})
+    storm_ends = time.monotonic() + STORM_SECONDS
+    # the callbacks still arrive; every Describe answers InternalError until the storm ends
+    wait_until(lambda: all(pipeline.inbox_rows(task_id=t) for t in task_ids), 15, "the callbacks")
+
+    def storm_over() -> bool:
+        assert not any(pipeline.events_for(t) for t in task_ids), "forwarded without a Describe answer"
+        return time.monotonic() >= storm_ends
+
+    wait_until(storm_over, STORM_SECONDS + 5, "the storm's end", interval=0.5)
+    for action in set(task_ids.values()):
+        assert pipeline.stats(action)["errors"].get("InternalError", 0) >= 2, action  # retried, not given up
+    assert all(r["state"] in ("pending", "leased") for t in task_ids for r in pipeline.inbox_rows(task_id=t))
+    pipeline.emulator.admin("faults", {"error_rate": 0})
+    found = pipeline.wait_events(task_ids, timeout=BACKOFF_CAP_SECONDS + 15)
+    assert all(len(events) == 1 and events[0]["succeeded"] is True for events in found.values())
+
+
+# --- 7. kill -9 of the worker in the middle of 300 events -----------------------------------------------
+
+
+def test_kill_9_of_the_worker_loses_no_event_and_forwards_none_twice(pipeline):
+    pipeline.stop_worker()
+    with ThreadPoolExecutor(4) as pool:
+        task_ids = list(pool.map(lambda _: pipeline.create_vod_procedure(SessionId=uid("kill")), range(300)))
+    wanted = set(task_ids)
+    wait_until(lambda: len([r for r in pipeline.inbox_rows(source="vod") if r["task_id"] in wanted]) == 300, 60,
+               "300 callbacks in the inbox", interval=0.2)
+    doomed = pipeline.start_worker()
+    wait_until(lambda: any(e["task_id"] in wanted for e in pipeline.events()), 60, "the first events",
+               interval=0.02)
+    doomed.kill9()
+    forwarded_before = sum(1 for e in pipeline.events() if e["task_id"] in wanted)
+    leased = [r for r in pipeline.inbox_rows(state="leased") if r["task_id"] in wanted]
+    assert forwarded_before < len(wanted) and leased, "the worker was not killed in the middle of its work"
+    # the successor releases the dead worker's leases at start instead of waiting 120 s for them
+    successor = pipeline.start_worker()
+    assert f"released {len(leased)} record(s) leased by" in successor.log()
+    found = pipeline.wait_events(task_ids, timeout=60)
+    wait_until(lambda: all(r["state"] == "done" for r in pipeline.inbox_rows(source="vod") if r["task_id"] in wanted),
+               30, "every callback settled")
+    ids = Counter(e["event_id"] for e in pipeline.events() if e["task_id"] in wanted)
+    assert len(ids) == len(wanted) and set(found) == wanted
+    assert [i for i, n in ids.items() if n > 1] == []
+
+
+# --- 8. the worker inside the web process -----------------------------------------------------------------
+
+
+def test_worker_in_web_turns_a_callback_into_an_event(pipeline, tmp_path):
+    web = Pipeline(tmp_path, worker_in_web=True, emulator=pipeline.emulator).start()
+    try:
+        task_id = web.create_mps_workflow(SessionId=uid("inweb"), SessionContext="ctx")
+        event = web.wait_event(task_id)
+        answer = web.describe("mps", "DescribeTaskDetail", task_id)
+        assert_matches_answer(event, answer, "mps", "WorkflowTask", task_id, "mps:DescribeTaskDetail")
+        assert event["succeeded"] is True
+        [row] = web.inbox_rows(task_id=task_id)
+        assert row["state"] == "done"
+        # one worker thread per host, however many gunicorn processes: one event
+        assert len(web.events_for(task_id)) == 1
+        assert pipeline.events_for(task_id) == []  # no separate worker process was involved
+    finally:
+        web.stop()
+
+
+# --- 9. SIGTERM ------------------------------------------------------------------------------------------------
+
+
+def test_sigterm_stops_the_worker_cleanly_with_no_record_left_leased(pipeline):
+    task_ids = [pipeline.create_mps_workflow(SessionId=uid("term")) for _ in range(60)]
+    wanted = set(task_ids)
+
+    def leased() -> list:
+        return [r for r in pipeline.inbox_rows(state="leased") if r["task_id"] in wanted]
+
+    # at 20 Describe calls a second the worker holds these leases for seconds: stop it then
+    wait_until(leased, 30, "the worker to lease the callbacks", interval=0.02)
+    worker = pipeline.worker
+    assert worker is not None
+    assert worker.terminate(timeout=30) == 0, worker.log()
+    assert pipeline.inbox_rows(state="leased") == []
+    assert "stopped" in worker.log()
+    pipeline.start_worker()
+    found = pipeline.wait_events(task_ids, timeout=60)
+    assert all(len(events) == 1 for events in found.values())
