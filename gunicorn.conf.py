@@ -45,6 +45,12 @@ def child_exit(server, worker):
     multiprocess.mark_process_dead(worker.pid)
 
 
+def worker_exit(server, worker):
+    from receiver.worker import stop_in_web
+
+    stop_in_web(timeout=graceful_timeout)
+
+
 def on_exit(server):
     if _owned_metrics_dir:
         shutil.rmtree(_owned_metrics_dir, ignore_errors=True)

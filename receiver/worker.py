@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from marshmallow import ValidationError
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from receiver.callbacks import RESOLVE_BY_SESSION_ID, RESOLVE_NOTHING
@@ -260,16 +259,28 @@ class Worker:
             for event in fresh.values():
                 self._schema.load(event)
             self.sink.send(list(fresh.values()))
-        except (ValidationError, Exception) as error:  # noqa: BLE001 - any sink failure keeps the events
+        except Exception as error:  # noqa: BLE001 - any sink failure, or an invalid event, keeps them
             self._report("sink", "failing", type(error).__name__)
-            for item, _ in batch.forward:
-                self._after_failure(item, Failure.OTHER, error)
+            self._settle_partly_sent(batch, seen | set(getattr(error, "delivered", ())), error)
             return
         self.inbox.mark_forwarded(list(fresh), now)
         self.inbox.mark_done(self.owner, [item.record.id for item, _ in batch.forward], now)
         self._report("sink", "ok", "")
         if fresh:
             log.info("forwarded %d event(s) for %d callback(s)", len(fresh), len(batch.forward))
+
+    def _settle_partly_sent(self, batch: _Batch, sent: set[str], error: BaseException) -> None:
+        """After a sink failure: what the sink did take is done; the rest waits in the inbox."""
+        now = self.clock()
+        delivered = sorted({event["event_id"] for _, event in batch.forward} & sent)
+        self.inbox.mark_forwarded(delivered, now)
+        done = []
+        for item, event in batch.forward:
+            if event["event_id"] in sent:
+                done.append(item.record.id)
+            else:
+                self._after_failure(item, Failure.OTHER, error)
+        self.inbox.mark_done(self.owner, done, now)
 
     # --- failures ---------------------------------------------------------------------
 
@@ -335,6 +346,17 @@ def build_worker(settings: Settings, inbox: Inbox) -> Worker:
     return Worker(settings, inbox, open_sink(settings), tencentcloud)
 
 
+_in_web: tuple[Worker, threading.Thread] | None = None
+
+
+def stop_in_web(timeout: float) -> None:
+    """gunicorn's worker_exit hook: let the in-web worker finish its batch, so it leaves no lease."""
+    if _in_web is not None:
+        worker, thread = _in_web
+        worker.stopping.set()
+        thread.join(timeout)
+
+
 def start_in_web(settings: Settings, inbox: Inbox) -> threading.Thread | None:
     """WORKER_IN_WEB=true: one web process per host runs the worker as a thread.
 
@@ -350,9 +372,11 @@ def start_in_web(settings: Settings, inbox: Inbox) -> threading.Thread | None:
     except BlockingIOError:
         os.close(lock_fd)
         return None
+    global _in_web
     worker = build_worker(settings, inbox)
     thread = threading.Thread(target=worker.run_forever, name="worker-in-web", daemon=True)
     thread.start()
+    _in_web = (worker, thread)
     return thread
 
 

@@ -1,4 +1,4 @@
-"""The durable inbox: one interface, one backend per file (SQLite now, SQS later).
+"""The durable inbox: one interface, one backend per file (SQLite for one host, SQS for several).
 
 Web processes `accept()` callbacks; `200` is answered only once `accept()`
 has returned, i.e. the record is on durable storage. Workers `claim()` due
@@ -92,6 +92,14 @@ class Inbox(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def dead_letters(self, limit: int) -> list[tuple[CallbackRecord, int, str]]:
+        """Dead records, newest first: the record, its attempts and its last error."""
+        raise NotImplementedError(f"{type(self).__name__} keeps its dead letters elsewhere")
+
+    def replay_dead(self, ids: list[str] | None, now: float) -> int:
+        """Make dead records (all, or those of `ids`) pending again with fresh attempts; how many."""
+        raise NotImplementedError(f"{type(self).__name__} keeps its dead letters elsewhere")
+
 
 def open_inbox(settings: Settings) -> Inbox:
     """The inbox INBOX_URL names."""
@@ -100,4 +108,10 @@ def open_inbox(settings: Settings) -> Inbox:
         from receiver.inbox.sqlite import SqliteInbox
 
         return SqliteInbox(path)
-    raise ConfigError("INBOX_URL: the sqs+ inbox is not available in this version; use sqlite:///path")
+    if settings.inbox_url.startswith("sqs+"):
+        if not settings.idempotency_table:
+            raise ConfigError("IDEMPOTENCY_TABLE: required when INBOX_URL is an sqs+ queue")
+        from receiver.inbox.sqs import SqsInbox  # boto3 only where SQS is used
+
+        return SqsInbox.from_url(settings.inbox_url, settings.idempotency_table)
+    raise ConfigError(f"INBOX_URL: expected sqlite:///path or sqs+<queue url>, got {settings.inbox_url!r}")

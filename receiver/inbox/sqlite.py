@@ -395,6 +395,25 @@ class SqliteInbox(Inbox):
         rows = self._writer().conn.execute("SELECT component, status FROM health")
         return dict(rows.fetchall())
 
+    def dead_letters(self, limit: int) -> list[tuple[CallbackRecord, int, str]]:
+        rows = self._writer().conn.execute(
+            f"SELECT {_RECORD_COLUMNS}, attempts, last_error FROM inbox WHERE state = 'dead' "
+            "ORDER BY updated_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [(_row_to_record(r[:-2]), r[-2], r[-1] or "") for r in rows.fetchall()]
+
+    def replay_dead(self, ids: list[str] | None, now: float) -> int:
+        only = "" if ids is None else "AND id IN (SELECT value FROM json_each(?))"
+        params: tuple = (now, now) if ids is None else (now, now, json.dumps(ids))
+        with self._writer().transaction() as conn:
+            cursor = conn.execute(
+                "UPDATE inbox SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? "
+                f"WHERE state = 'dead' {only}",
+                params,
+            )
+        return cursor.rowcount
+
     def close(self) -> None:
         writer = getattr(self._local, "writer", None)
         if writer is not None:
