@@ -17,14 +17,17 @@ error makes it a dead letter after MAX_ATTEMPTS.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
 import random
 import signal
 import socket
+import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +36,7 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 
 from receiver.callbacks import RESOLVE_BY_SESSION_ID, RESOLVE_NOTHING
 from receiver.config import ConfigError, Settings, load_settings
-from receiver.inbox import ClaimedRecord, Inbox, open_inbox
+from receiver.inbox import ClaimedRecord, EventStillInProgress, Inbox, open_inbox
 from receiver.logs import configure_logging
 from receiver.ratelimit import RateLimits
 from receiver.reconcile import (
@@ -63,12 +66,23 @@ BACKOFF_CAP_SECONDS = 15.0
 DROPPED_UNRECONCILED = "dropped_unreconciled"
 # How many MPS DescribeTasks pages a BatchTask without task id may cost.
 SESSION_SEARCH_MAX_PAGES = 10
+# Final answers and BatchTask sessions kept in memory; the oldest are forgotten first.
+MEMORY_ENTRIES = 10_000
 
 
 def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
     """Exponential backoff with full jitter in its upper half, capped."""
     ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
     return ceiling * (0.5 + rng() / 2)
+
+
+class _Bounded(OrderedDict):
+    """A dict that forgets its oldest entries past MEMORY_ENTRIES, so a long-running worker stays small."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        if len(self) > MEMORY_ENTRIES:
+            self.popitem(last=False)
 
 
 @dataclass
@@ -95,8 +109,8 @@ class Worker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.clock = clock
         self.stopping = threading.Event()
-        self._final_answers: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self._batch_sessions: dict[str, str] = {}  # BatchTask id -> its SessionId
+        self._final_answers: dict[tuple[str, str, str], dict[str, Any]] = _Bounded()
+        self._batch_sessions: dict[str, str] = _Bounded()  # BatchTask id -> its SessionId
         self._health: dict[str, str] = {}
         self._schema = NormalizedEventSchema()
         # Events the sink took before a crash kept them from being marked: not again.
@@ -250,7 +264,13 @@ class Worker:
             return
         now = self.clock()
         ids = list({event["event_id"] for _, event in batch.forward})
-        seen = self.inbox.already_forwarded(ids)
+        try:
+            seen = self.inbox.already_forwarded(ids)
+        except EventStillInProgress as error:
+            # Another worker is sending one of these right now: look again once it is done.
+            for item, _ in batch.forward:
+                self.inbox.retry_later(self.owner, item.record.id, str(error), now + LOOK_AGAIN_SECONDS, now)
+            return
         fresh: dict[str, dict[str, Any]] = {}
         for _, event in batch.forward:
             if event["event_id"] not in seen:
@@ -361,12 +381,15 @@ def start_in_web(settings: Settings, inbox: Inbox) -> threading.Thread | None:
     """WORKER_IN_WEB=true: one web process per host runs the worker as a thread.
 
     The process that takes the host's worker lock runs it; if it dies, the
-    kernel drops the lock and the next process to start takes over.
+    kernel drops the lock and the process gunicorn starts in its place takes over.
     """
     path = settings.sqlite_path
-    if path is None:
-        return None
-    lock_fd = os.open(f"{path}.worker.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    if path is not None:
+        lock_path = f"{path}.worker.lock"
+    else:  # an SQS inbox: one worker per host and inbox queue
+        digest = hashlib.sha256(settings.inbox_url.encode()).hexdigest()[:16]
+        lock_path = os.path.join(tempfile.gettempdir(), f"receiver-worker-{digest}.lock")
+    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

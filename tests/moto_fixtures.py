@@ -7,6 +7,7 @@ take part), and a test can stop and restart it to play an outage.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -136,3 +137,25 @@ def drain(sqs: Any, queue_url: str, expected: int, timeout: float = 20.0) -> lis
 
     wait_until(more, timeout, f"{expected} messages on {queue_url}", interval=0.01)
     return received
+
+
+def create_inbox_queue(moto: MotoServer, name: str, max_receive_count: int = 50) -> str:
+    """An inbox queue with a dead-letter queue behind its redrive policy; the inbox queue's URL."""
+    sqs = moto.client("sqs")
+    dead_url = moto.create_queue(f"{name}-dead")
+    dead_arn = sqs.get_queue_attributes(QueueUrl=dead_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    policy = json.dumps({"deadLetterTargetArn": dead_arn, "maxReceiveCount": str(max_receive_count)})
+    return moto.create_queue(name, max_message_size=1024 * 1024, RedrivePolicy=policy)
+
+
+def create_table(moto: MotoServer, name: str) -> str:
+    """The idempotency table as SPEC 8 describes it: key `id` (S), TTL on `expires_at`."""
+    dynamodb = moto.client("dynamodb")
+    dynamodb.create_table(
+        TableName=name, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+    )
+    return name

@@ -19,7 +19,7 @@ from typing import Any
 
 from tests.conftest import AMS_SEED, MPS_KEYS, TOKENS, VOD_KEY, receiver_env
 from tests.emulator_fixtures import SECRET_ID, SECRET_KEY, EmulatorProcess
-from tests.servers import ROOT, GunicornServer, wait_until
+from tests.servers import ROOT, GunicornServer, query_inbox, wait_until
 
 # The one action both sides limit to 20/s in every test of the module (issue 4).
 MPS_DESCRIBE_LIMIT = 20
@@ -177,13 +177,7 @@ class Pipeline:
         return self.wait_events([task_id], timeout)[task_id][-1]
 
     def inbox_rows(self, **where: Any) -> list[sqlite3.Row]:
-        conn = sqlite3.connect(str(self.tmp_path / "inbox.db"), timeout=10)
-        conn.row_factory = sqlite3.Row
-        clause = " AND ".join(f"{k} = ?" for k in where) or "1"
-        try:
-            return conn.execute(f"SELECT * FROM inbox WHERE {clause}", tuple(where.values())).fetchall()
-        finally:
-            conn.close()
+        return query_inbox(self.tmp_path / "inbox.db", **where)
 
     # --- tasks in the emulator ---------------------------------------------------------
 

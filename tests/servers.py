@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -32,6 +33,17 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def query_inbox(path: str | Path, **where: object) -> list[sqlite3.Row]:
+    """Rows of a SQLite inbox matching column = value conditions, read as another process would."""
+    conn = sqlite3.connect(str(path), timeout=10)
+    conn.row_factory = sqlite3.Row
+    clause = " AND ".join(f"{column} = ?" for column in where) or "1"
+    try:
+        return conn.execute(f"SELECT * FROM inbox WHERE {clause}", tuple(where.values())).fetchall()
+    finally:
+        conn.close()
 
 
 def proc_stat_fields() -> dict[int, list[str]]:

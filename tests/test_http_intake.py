@@ -15,6 +15,7 @@ from receiver import auth
 from tests import payloads
 from tests.client import post_ams, post_mps, post_raw, post_vod
 from tests.conftest import AMS_SEED, MPS_KEYS, TOKENS, VOD_KEY
+from tests.servers import query_inbox
 
 
 def unique_workflow(**kwargs) -> dict:
@@ -30,14 +31,7 @@ def assert_error(response: requests.Response, status: int, code: str) -> dict:
 
 
 def inbox_rows(server, **where) -> list[sqlite3.Row]:
-    path = server.env["INBOX_URL"][len("sqlite:///"):]
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    clause = " AND ".join(f"{k} = ?" for k in where) or "1"
-    try:
-        return conn.execute(f"SELECT * FROM inbox WHERE {clause}", tuple(where.values())).fetchall()
-    finally:
-        conn.close()
+    return query_inbox(server.env["INBOX_URL"][len("sqlite:///"):], **where)
 
 
 # --- 200 accepted / duplicate ----------------------------------------------------

@@ -23,6 +23,10 @@ class InboxUnavailable(Exception):
     """The inbox cannot durably store a record right now; the sender should retry."""
 
 
+class EventStillInProgress(Exception):
+    """Another worker is still forwarding one of these events: the worker looks again shortly."""
+
+
 @dataclass(frozen=True)
 class AcceptResult:
     id: str

@@ -1,0 +1,274 @@
+"""The SQS inbox and the DynamoDB idempotency table (SPEC 8), against moto_server over real HTTP.
+
+Two `SqsInbox` objects play two hosts: they share nothing but the queue and
+the table, as web instances and workers on different machines do.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from receiver.callbacks import CallbackRecord, new_record_id
+from receiver.config import ConfigError, load_settings
+from receiver.idempotency import CLAIMED, IdempotencyStore
+from receiver.inbox import InboxUnavailable, open_inbox
+from receiver.inbox import sqs as sqs_inbox
+from receiver.inbox.sqs import SqsInbox
+from tests.moto_fixtures import MotoServer, create_inbox_queue, create_table, drain, moto_server  # noqa: F401 - the fixture
+from tests.servers import wait_until
+
+OWNER = "host-a:1"
+
+
+def record(dedup_key: str | None = None, task_id: str = "2500000000-WorkflowTask-abc") -> CallbackRecord:
+    now = time.time()
+    return CallbackRecord(
+        id=new_record_id(now), dedup_key=dedup_key or uuid.uuid4().hex, source="mps", event_type="WorkflowTask",
+        task_id=task_id, resolve_by="task_id", session_id="s-1", session_context="ctx", claimed_status="FINISH",
+        body='{"EventType": "WorkflowTask"}', received_at=now,
+    )
+
+
+class Deployment:
+    """One queue and one table; `inbox()` opens them as one more host would."""
+
+    def __init__(self, moto: MotoServer):
+        name = f"inbox-{uuid.uuid4().hex[:8]}"
+        self.moto = moto
+        self.queue_url = create_inbox_queue(moto, name)
+        self.dead_url = moto.client("sqs").get_queue_url(QueueName=f"{name}-dead")["QueueUrl"]
+        self.table = create_table(moto, f"idempotency-{name}")
+
+    def inbox(self) -> SqsInbox:
+        return SqsInbox(self.queue_url, IdempotencyStore(self.table))
+
+    def messages(self, expected: int) -> list[dict[str, Any]]:
+        return drain(self.moto.client("sqs"), self.queue_url, expected, timeout=10)
+
+
+@pytest.fixture
+def deployment(moto_server: MotoServer) -> Deployment:  # noqa: F811 - the fixture
+    return Deployment(moto_server)
+
+
+def claim_until(inbox: SqsInbox, count: int, lease: float = 30, timeout: float = 15) -> list:
+    """Claim until `count` records came back (polling: messages reappear when their lease runs out)."""
+    found: list = []
+
+    def enough() -> bool:
+        found.extend(inbox.claim(OWNER, count - len(found), lease, time.time()))
+        return len(found) >= count
+
+    wait_until(enough, timeout, f"{count} record(s) to be claimable", interval=0.1)
+    return found
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def test_open_inbox_builds_the_sqs_inbox_from_the_environment(deployment):
+    settings = load_settings({"INBOX_URL": f"sqs+{deployment.queue_url}", "IDEMPOTENCY_TABLE": deployment.table})
+    inbox = open_inbox(settings)
+    assert isinstance(inbox, SqsInbox) and inbox.queue_url == deployment.queue_url
+    inbox.check_writable()
+    assert inbox.health() == {}
+    inbox.set_health("sink", "failing", "ClientError", time.time())
+    inbox.set_health("tencentcloud", "ok", "", time.time())
+    inbox.set_health("sink", "ok", "", time.time())
+    assert deployment.inbox().health() == {"sink": "ok", "tencentcloud": "ok"}
+
+
+def test_a_queue_without_a_dead_letter_queue_is_refused(deployment):
+    bare = deployment.moto.create_queue(f"bare-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(ConfigError, match="INBOX_URL: .*RedrivePolicy"):
+        SqsInbox(bare, IdempotencyStore(deployment.table))
+
+
+def test_a_fifo_inbox_queue_is_refused(deployment):
+    with pytest.raises(ConfigError, match="INBOX_URL: .*standard queue"):
+        SqsInbox(deployment.queue_url + ".fifo", IdempotencyStore(deployment.table))
+
+
+def test_an_unreachable_queue_makes_the_inbox_unavailable(deployment):
+    inbox = SqsInbox(deployment.queue_url.rsplit("/", 1)[0] + "/no-such-queue", IdempotencyStore(deployment.table))
+    with pytest.raises(InboxUnavailable):
+        inbox.check_writable()
+    first = record()
+    with pytest.raises(InboxUnavailable):
+        inbox.accept(first)
+    # the failed send released its claim: the callback's retry is stored, not called a duplicate
+    assert deployment.inbox().accept(replace(first, id=new_record_id())).duplicate is False
+
+
+# --- accept -------------------------------------------------------------------------------------
+
+
+def test_accept_is_idempotent_on_the_dedup_key_across_hosts(deployment):
+    host_a, host_b = deployment.inbox(), deployment.inbox()
+    first = record()
+    assert host_a.accept(first).duplicate is False
+    again = host_b.accept(replace(first, id=new_record_id()))  # the same callback, retried to another host
+    assert (again.id, again.duplicate) == (first.id, True)
+    assert host_a.accept(first) == again
+    [message] = deployment.messages(1)
+    assert json.loads(message["Body"]) == first.__dict__
+
+
+def test_concurrent_accepts_of_one_callback_send_one_message(deployment):
+    hosts = [deployment.inbox(), deployment.inbox()]
+    key = uuid.uuid4().hex
+    copies = [replace(record(key), id=new_record_id()) for _ in range(24)]
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(lambda i: hosts[i % 2].accept(copies[i]), range(len(copies))))
+    assert len({r.id for r in results}) == 1
+    assert [r.duplicate for r in results].count(False) == 1
+    assert len(deployment.messages(1)) == 1
+
+
+def test_a_claim_left_by_a_crashed_web_instance_runs_out_and_the_retry_is_stored(deployment):
+    callback = record()
+    # a web instance claimed the callback and died before sending it to the queue
+    crashed = IdempotencyStore(deployment.table)
+    claim = crashed.claim(f"callback#{callback.dedup_key}", 1.0, 3600, time.time(), {"record_id": "lost"})
+    assert claim.outcome == CLAIMED
+    # Tencent Cloud's retry waits for the claim, which runs out: it is stored, not answered "duplicate"
+    retried = deployment.inbox().accept(callback)
+    assert (retried.id, retried.duplicate) == (callback.id, False)
+    assert len(deployment.messages(1)) == 1
+
+
+# --- claim and settle -------------------------------------------------------------------------
+
+
+def test_a_lease_hides_records_until_it_runs_out(deployment):
+    host_a, host_b = deployment.inbox(), deployment.inbox()
+    stored = {host_a.accept(record()).id for _ in range(3)}
+    claimed = claim_until(host_a, 3, lease=3)
+    assert {c.record.id for c in claimed} == stored and {c.attempts for c in claimed} == {1}
+    started = time.monotonic()
+    # while leased, nobody else gets them; when the lease runs out, another host does
+    assert host_b.claim(OWNER, 10, 3, time.time()) == []
+    again = claim_until(host_b, 3, lease=30)
+    assert time.monotonic() - started >= 0.5
+    assert {c.record.id for c in again} == stored and {c.attempts for c in again} == {2}
+    assert host_b.counts_by_state()["leased"] == 3
+    host_b.mark_done(OWNER, sorted(stored), time.time())
+    wait_until(lambda: host_b.counts_by_state() == {"pending": 0, "leased": 0, "dead": 0, "rejected": 0}, 10,
+               "the queue to be empty")
+    assert host_a.lease_owners() == set() and host_a.release_leases(OWNER, time.time()) == 0
+
+
+def test_retry_later_delays_the_record(deployment):
+    inbox = deployment.inbox()
+    stored = inbox.accept(record()).id
+    [claimed] = claim_until(inbox, 1)
+    started = time.time()
+    inbox.retry_later(OWNER, stored, "RequestLimitExceeded", started + 3, started)
+    assert inbox.claim(OWNER, 10, 30, time.time()) == []
+    [again] = claim_until(inbox, 1, timeout=20)
+    assert again.record.id == stored and again.attempts == 2
+    assert time.time() - started >= 2.5
+
+
+def test_bury_moves_the_record_to_the_dead_letter_queue_with_its_error(deployment):
+    inbox = deployment.inbox()
+    callback = record()
+    inbox.accept(callback)
+    claim_until(inbox, 1)
+    inbox.bury(OWNER, callback.id, "SqsSinkError: the sink is down", time.time())
+    [dead] = drain(deployment.moto.client("sqs"), deployment.dead_url, 1, timeout=10)
+    assert json.loads(dead["Body"])["id"] == callback.id
+    assert dead["MessageAttributes"]["last_error"]["StringValue"] == "SqsSinkError: the sink is down"
+    wait_until(lambda: inbox.counts_by_state()["pending"] + inbox.counts_by_state()["leased"] == 0, 10,
+               "the record to leave the inbox queue")
+
+
+def test_dead_letters_are_listed_and_replayed_from_the_dead_letter_queue(deployment, monkeypatch):
+    monkeypatch.setattr(sqs_inbox, "DEAD_LETTER_PEEK_SECONDS", 2)
+    inbox = deployment.inbox()
+    callbacks = [record() for _ in range(3)]
+    for callback in callbacks:
+        inbox.accept(callback)
+    claim_until(inbox, 3)
+    for callback in callbacks:
+        inbox.bury(OWNER, callback.id, f"gave up on {callback.id}", time.time())
+    letters = deployment.inbox().dead_letters(10)
+    assert sorted((r.id, n, e) for r, n, e in letters) == sorted((c.id, 1, f"gave up on {c.id}") for c in callbacks)
+    # listing hid them for a while; replay finds the chosen one once it shows again
+    replayed = deployment.inbox()
+    wait_until(lambda: replayed.replay_dead([callbacks[0].id], time.time()) == 1, 15, "the replay", interval=0.5)
+    [again] = claim_until(inbox, 1)
+    assert again.record == callbacks[0] and again.attempts == 1
+
+
+def test_reject_counts_each_record_once_by_reason(deployment):
+    inbox = deployment.inbox()
+    callbacks = [record() for _ in range(3)]
+    for callback in callbacks:
+        inbox.accept(callback)
+    claim_until(inbox, 3)
+    inbox.reject(OWNER, callbacks[0].id, "unknown_task", time.time())
+    inbox.reject(OWNER, callbacks[1].id, "unknown_task", time.time())
+    inbox.reject(OWNER, callbacks[2].id, "session_mismatch", time.time())
+    inbox.reject(OWNER, callbacks[2].id, "session_mismatch", time.time())  # settled already: nothing
+    assert deployment.inbox().rejections_by_reason() == {"unknown_task": 2, "session_mismatch": 1}
+    assert inbox.counts_by_state()["rejected"] == 3
+
+
+# --- forwarding once across hosts ------------------------------------------------------------------
+
+
+def test_an_event_claimed_by_one_worker_is_not_sent_by_another(deployment):
+    worker_a, worker_b = deployment.inbox(), deployment.inbox()
+    assert worker_a.already_forwarded(["e1", "e2"]) == set()  # claimed by a
+    answer: dict[str, set[str]] = {}
+    waiting = threading.Thread(target=lambda: answer.setdefault("b", worker_b.already_forwarded(["e2", "e3"])))
+    waiting.start()
+    time.sleep(0.3)  # b is waiting for a's claim of e2 (its answer must not come before a's mark)
+    assert "b" not in answer
+    worker_a.mark_forwarded(["e1", "e2"], time.time())
+    waiting.join(timeout=10)
+    assert answer["b"] == {"e2"}  # e3 is b's to send
+    worker_b.mark_forwarded(["e3"], time.time())
+    assert worker_a.already_forwarded(["e1", "e2", "e3"]) == {"e1", "e2", "e3"}
+
+
+def test_a_sink_failure_releases_the_claims_at_once(deployment):
+    worker_a, worker_b = deployment.inbox(), deployment.inbox()
+    callback = record()
+    worker_a.accept(callback)
+    claim_until(worker_a, 1)
+    assert worker_a.already_forwarded(["e-fail"]) == set()
+    # the sink refused the event: the worker retries its record later, and lets the event go
+    worker_a.retry_later(OWNER, callback.id, "sink down", time.time() + 60, time.time())
+    started = time.monotonic()
+    assert worker_b.already_forwarded(["e-fail"]) == set()
+    assert time.monotonic() - started < 2
+
+
+def test_the_claim_of_a_worker_that_died_runs_out_with_its_lease(deployment, monkeypatch):
+    monkeypatch.setattr(sqs_inbox, "MIN_EVENT_CLAIM_SECONDS", 0.5)
+    dying, successor = deployment.inbox(), deployment.inbox()
+    dying.accept(record())
+    claim_until(dying, 1, lease=1)  # the event claims last as long as this lease
+    assert dying.already_forwarded(["e-dead"]) == set()
+    # it dies before sending: the successor gets the event once the claim has run out
+    assert successor.already_forwarded(["e-dead"]) == set()
+
+
+def test_a_claim_that_outlives_the_patience_fails_the_pass(deployment, monkeypatch):
+    monkeypatch.setattr(sqs_inbox, "EVENT_WAIT_SECONDS", 0.5)
+    holder, other = deployment.inbox(), deployment.inbox()
+    assert holder.already_forwarded(["e-slow"]) == set()
+    with pytest.raises(sqs_inbox.EventStillInProgress):
+        other.already_forwarded(["e-free", "e-slow"])
+    # what the failed pass had claimed is released for the next try
+    assert holder.already_forwarded(["e-free"]) == set()
