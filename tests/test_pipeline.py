@@ -14,11 +14,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import jsonschema
 import pytest
+import requests
 
 from schemas.event import JSON_SCHEMA_PATH
 from tests import payloads
 from tests.client import post_mps, post_vod
-from tests.pipeline_fixtures import MPS_DESCRIBE_LIMIT, NO_CALLBACK_INPUT, Pipeline
+from tests.pipeline_fixtures import MPS_DESCRIBE_LIMIT, NO_CALLBACK_INPUT, Pipeline, WorkerProcess
 from tests.servers import wait_until
 
 VALIDATOR = jsonschema.Draft202012Validator(json.loads(JSON_SCHEMA_PATH.read_text()))
@@ -413,3 +414,27 @@ def test_sigterm_stops_the_worker_cleanly_with_no_record_left_leased(pipeline):
     pipeline.start_worker()
     found = pipeline.wait_events(task_ids, timeout=60)
     assert all(len(events) == 1 for events in found.values())
+
+
+# --- refused credentials -------------------------------------------------------------------------------------
+
+
+def test_refused_credentials_keep_the_events_and_mark_readiness_degraded(pipeline, tmp_path):
+    pipeline.stop_worker()
+    task_id = pipeline.create_mps_workflow(SessionId=uid("creds"))
+    wait_until(lambda: pipeline.inbox_rows(task_id=task_id), 30, "the callback in the inbox")
+    wrong = WorkerProcess({**pipeline.env, "TENCENTCLOUD_SECRET_KEY": "not-the-key"}, tmp_path / "wrong.log").start()
+    try:
+        ready = wait_until(
+            lambda: (r := requests.get(pipeline.receiver.url + "/readyz", timeout=5).json())["status"] == "degraded"
+            and r, 30, "readiness to turn degraded")
+        assert ready["checks"]["tencentcloud"] == "failing"
+        assert pipeline.events_for(task_id) == []
+        assert {r["state"] for r in pipeline.inbox_rows(task_id=task_id)} <= {"pending", "leased"}
+    finally:
+        assert wrong.terminate() == 0
+    # the right key again: nothing was lost, and readiness recovers
+    pipeline.start_worker()
+    assert pipeline.wait_event(task_id)["status"] == "FINISH"
+    wait_until(lambda: requests.get(pipeline.receiver.url + "/readyz", timeout=5).json()["status"] == "ok",
+               30, "readiness to recover")
