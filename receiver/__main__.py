@@ -1,7 +1,7 @@
 """`python -m receiver` (what `make run` calls): the whole product on one host.
 
-Starts the `Procfile` processes — gunicorn serving `app:app` and the worker —
-and stops them all on Ctrl-C or SIGTERM.
+Starts the `Procfile` processes — gunicorn serving `app:app`, the worker, and
+with `RUN_SWEEPER=true` the missed-callback sweeper — and stops them all on Ctrl-C or SIGTERM.
 
 Without Tencent Cloud credentials it is a local trial: it also starts the
 local Tencent Cloud emulator, points the receiver at it with demo
@@ -74,6 +74,8 @@ def main() -> int:
         "web": [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
         "worker": [python, "-m", "receiver.worker"],
     }
+    if settings.run_sweeper:  # RUN_SWEEPER=true: the Procfile's sweeper line too
+        commands["sweeper"] = [python, "-m", "receiver.sweeper"]
     if local_trial:
         commands = {"emulator": demo.emulator_command(python, env, emulator_port), **commands}
     processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()}

@@ -21,6 +21,11 @@ RESOLVE_BY_TASK_ID = "task_id"
 RESOLVE_BY_SESSION_ID = "session_id"  # MPS BatchTask callbacks without a task id
 RESOLVE_NOTHING = "none"  # VOD file events: no task to ask about
 
+# Where a record came from: a callback received over HTTP, or a finished task the
+# missed-callback sweeper listed (receiver/sweeper.py).
+ORIGIN_CALLBACK = "callback"
+ORIGIN_SWEEPER = "sweeper"
+
 # Parts of a body that change on every retry of the same callback.
 _SIGNATURE_FIELDS = ("Sign", "Timestamp", "T")
 
@@ -38,6 +43,7 @@ class CallbackRecord:
     claimed_status: str | None
     body: str
     received_at: float
+    origin: str = ORIGIN_CALLBACK  # ORIGIN_SWEEPER for a task the sweeper found never called back
 
 
 def new_record_id(now: float | None = None) -> str:
@@ -137,4 +143,31 @@ def extract_record(
         claimed_status=claimed_status,
         body=raw_body.decode("utf-8"),
         received_at=received_at,
+    )
+
+
+def swept_record(source: str, event_type: str, task_id: str, now: float, claimed_status: str = "FINISH",
+                 listed_with: str | None = None) -> CallbackRecord:
+    """The inbox record of a finished task the sweeper listed.
+
+    Its dedup key is computed as a callback's (no session: the listing does not
+    carry the one the callback would), so every sweep of the same task, from any
+    sweeper, restart or overlapping window, is the same record; for a task
+    without a session it is also the same key as its callback's.
+    """
+    body = json.dumps({"origin": ORIGIN_SWEEPER, "source": source, "event_type": event_type, "task_id": task_id,
+                       "claimed_status": claimed_status, "listed_with": listed_with or f"{source}:DescribeTasks"})
+    return CallbackRecord(
+        id=new_record_id(now),
+        dedup_key=_dedup_key(source, event_type, task_id, claimed_status, None),
+        source=source,
+        event_type=event_type,
+        task_id=task_id,
+        resolve_by=RESOLVE_BY_TASK_ID,
+        session_id=None,
+        session_context=None,
+        claimed_status=claimed_status,
+        body=body,
+        received_at=now,
+        origin=ORIGIN_SWEEPER,
     )

@@ -15,6 +15,9 @@ from urllib.parse import urlsplit
 
 PRODUCTS = ("mps", "vod", "ams")
 
+# Tasks per DescribeTasks page the sweeper asks for (the APIs allow at most 100).
+SWEEP_PAGE_SIZE = 100
+
 # Default per-action limits, from the API pages (calls per second).
 DEFAULT_RATE_LIMITS: dict[tuple[str, str], int] = {
     ("mps", "DescribeTaskDetail"): 100,
@@ -78,6 +81,8 @@ class Settings:
     sweep_interval_seconds: int = 300
     sweep_lookback_seconds: int = 86400
     ams_biztypes: tuple[str, ...] = ()
+    sweep_page_size: int = SWEEP_PAGE_SIZE
+    run_sweeper: bool = False  # the launcher (`make run`) starts the sweeper too
 
     def keys_for(self, product: str) -> tuple[str, ...]:
         """The signing secrets configured for `product` (mps, vod or ams)."""
@@ -203,6 +208,14 @@ def _rate_limits(reader: _Reader) -> dict[tuple[str, str], int]:
     return limits
 
 
+def _sweep_page_size(reader: _Reader) -> int:
+    value = reader.integer("SWEEP_PAGE_SIZE", SWEEP_PAGE_SIZE, minimum=1)
+    assert value is not None
+    if value > SWEEP_PAGE_SIZE:
+        raise ConfigError(f"SWEEP_PAGE_SIZE: must be at most {SWEEP_PAGE_SIZE}, got {value}")
+    return value
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every variable once; raise ConfigError naming a bad one."""
     reader = _Reader(os.environ if environ is None else environ)
@@ -262,4 +275,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         sweep_interval_seconds=reader.integer("SWEEP_INTERVAL_SECONDS", 300, minimum=1),
         sweep_lookback_seconds=reader.integer("SWEEP_LOOKBACK_SECONDS", 86400, minimum=1),
         ams_biztypes=reader.plain_list("AMS_BIZTYPES"),
+        sweep_page_size=_sweep_page_size(reader),
+        run_sweeper=reader.boolean("RUN_SWEEPER", False),
     )

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from receiver.callbacks import RESOLVE_BY_SESSION_ID, RESOLVE_NOTHING, CallbackRecord
+from receiver.callbacks import ORIGIN_SWEEPER, RESOLVE_BY_SESSION_ID, RESOLVE_NOTHING, CallbackRecord
 from schemas.event import SCHEMA_VERSION
 
 REDACTED = "***"
@@ -214,14 +214,26 @@ def _same(a: str | None, b: str | None) -> bool:
     return (a or "") == (b or "")
 
 
-def check(record: CallbackRecord, state: TaskState, receiver_url: str) -> Reject | None:
-    """The SPEC 6 checks on the authoritative answer; the first failure rejects."""
+def check(
+    record: CallbackRecord, state: TaskState, receiver_url: str, call: DescribeCall | None = None
+) -> Reject | None:
+    """The SPEC 6 checks on the authoritative answer; the first failure rejects.
+
+    A record of the sweeper has no callback session to compare, so only the
+    notify configuration is checked: it is what says an MPS task is ours. An
+    MPS media task the sweeper listed without a TaskNotifyConfig does not
+    notify us, so it is not ours either.
+    """
     config = state.notify_config
+    swept = record.origin == ORIGIN_SWEEPER
+    if (swept and config is None and record.source == "mps" and call is not None
+            and call.action != "DescribeImageTaskDetail"):
+        return Reject(NOTIFY_CONFIG_MISMATCH, "task has no TaskNotifyConfig")
     if isinstance(config, dict):
         expected = f"{receiver_url}/callbacks/{record.source}"
         if config.get("NotifyType") != "URL" or not notify_url_matches(config.get("NotifyUrl") or "", expected):
             return Reject(NOTIFY_CONFIG_MISMATCH, f"task notifies {config.get('NotifyType')!r} elsewhere")
-    if state.knows_session:
+    if state.knows_session and not swept:
         if not _same(record.session_id, state.session_id) or not _same(
             record.session_context, state.session_context
         ):
@@ -298,7 +310,8 @@ def build_event(
         "created_at": state.created_at,
         "started_at": state.started_at,
         "finished_at": state.finished_at if finished else None,
-        "received_at": iso(record.received_at) if record else None,
+        # A swept task's callback was never received.
+        "received_at": iso(record.received_at) if record and record.origin != ORIGIN_SWEEPER else None,
         "reconciled_at": iso(reconciled_at),
         "reconciled_with": call.label,
         "detail": redact(detail),
@@ -345,7 +358,7 @@ def judge(
     for a lagging answer; past that, the answer's status is forwarded as is.
     """
     state = task_state(call, answer)
-    rejected = check(record, state, receiver_url)
+    rejected = check(record, state, receiver_url, call)
     if rejected:
         return rejected
     source = record.source

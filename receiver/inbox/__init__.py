@@ -86,6 +86,14 @@ class Inbox(ABC):
     @abstractmethod
     def mark_forwarded(self, event_ids: list[str], now: float) -> None: ...
 
+    def known_forwarded(self, event_ids: list[str]) -> set[str]:
+        """Which of these event ids are known forwarded, read without claiming anything.
+
+        The sweeper skips those tasks. An inbox that cannot tell cheaply answers
+        none: the records are enqueued, and the worker finds them forwarded.
+        """
+        return set()
+
     @abstractmethod
     def set_health(self, component: str, status: str, detail: str, now: float) -> None:
         """Workers record how Tencent Cloud and the sink answer, for /readyz of every web process."""

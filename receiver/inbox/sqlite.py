@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from receiver.callbacks import CallbackRecord
+from receiver.callbacks import ORIGIN_CALLBACK, ORIGIN_SWEEPER, CallbackRecord
 from receiver.inbox import AcceptResult, ClaimedRecord, Inbox, InboxUnavailable
 
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     lease_expires_at REAL,
     last_error       TEXT,
     reason           TEXT,
-    updated_at       REAL NOT NULL
+    updated_at       REAL NOT NULL,
+    origin           TEXT NOT NULL DEFAULT 'callback'
 );
 CREATE INDEX IF NOT EXISTS inbox_due ON inbox (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS inbox_task ON inbox (source, task_id);
@@ -72,7 +73,7 @@ CREATE TABLE IF NOT EXISTS health (
 
 _RECORD_COLUMNS = (
     "id, dedup_key, source, event_type, task_id, resolve_by, session_id, "
-    "session_context, claimed_status, body, received_at"
+    "session_context, claimed_status, body, received_at, origin"
 )
 
 # One statement per group, whatever its size: each SQLite call lets request
@@ -80,10 +81,25 @@ _RECORD_COLUMNS = (
 # holds the host's write lock. The group travels as one JSON array.
 _INSERT_GROUP = f"""
 INSERT INTO inbox ({_RECORD_COLUMNS}, next_attempt_at, updated_at)
-SELECT {", ".join(f"json_extract(value, '$[{i}]')" for i in range(13))}
+SELECT {", ".join(f"json_extract(value, '$[{i}]')" for i in range(14))}
 FROM json_each(?)
 WHERE true
 ON CONFLICT (dedup_key) DO NOTHING
+"""
+
+_CLAIM = f"""
+UPDATE inbox
+SET state = 'leased', lease_owner = ?, lease_expires_at = ?,
+    attempts = attempts + 1, updated_at = ?
+WHERE id IN (
+    SELECT id FROM inbox
+    WHERE origin = ?
+      AND ((state = 'pending' AND next_attempt_at <= ?)
+           OR (state = 'leased' AND lease_expires_at <= ?))
+    ORDER BY next_attempt_at
+    LIMIT ?
+)
+RETURNING {_RECORD_COLUMNS}, attempts
 """
 
 _IDS_OF_KEYS = """
@@ -120,6 +136,10 @@ class _Writer:
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.executescript(SCHEMA)
+            # Files created before the sweeper (issue 6) have no origin column yet.
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(inbox)")}
+            if "origin" not in columns:
+                self.conn.execute("ALTER TABLE inbox ADD COLUMN origin TEXT NOT NULL DEFAULT 'callback'")
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
@@ -234,7 +254,7 @@ def _insert_group(writer: _Writer, records: list[CallbackRecord]) -> list[Accept
     rows = json.dumps([
         (
             r.id, r.dedup_key, r.source, r.event_type, r.task_id, r.resolve_by, r.session_id,
-            r.session_context, r.claimed_status, r.body, r.received_at, r.received_at, now,
+            r.session_context, r.claimed_status, r.body, r.received_at, r.origin, r.received_at, now,
         )
         for r in records
     ])
@@ -289,24 +309,18 @@ class SqliteInbox(Inbox):
             raise InboxUnavailable(str(error)) from error
 
     def claim(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedRecord]:
+        """Live callbacks first; records of the sweeper fill at most a quarter of a batch.
+
+        So a sweep that finds many tasks never called back cannot take the
+        Describe calls that live callbacks need: they keep at least three
+        quarters of every batch, and all of it while the sweeper has nothing.
+        """
         expires = now + lease_seconds
         with self._writer().transaction() as conn:
-            rows = conn.execute(
-                f"""
-                UPDATE inbox
-                SET state = 'leased', lease_owner = ?, lease_expires_at = ?,
-                    attempts = attempts + 1, updated_at = ?
-                WHERE id IN (
-                    SELECT id FROM inbox
-                    WHERE (state = 'pending' AND next_attempt_at <= ?)
-                       OR (state = 'leased' AND lease_expires_at <= ?)
-                    ORDER BY next_attempt_at
-                    LIMIT ?
-                )
-                RETURNING {_RECORD_COLUMNS}, attempts
-                """,
-                (owner, expires, now, now, now, limit),
-            ).fetchall()
+            rows = conn.execute(_CLAIM, (owner, expires, now, ORIGIN_CALLBACK, now, now, limit)).fetchall()
+            swept = min(limit - len(rows), max(1, limit // 4))
+            if swept > 0:
+                rows += conn.execute(_CLAIM, (owner, expires, now, ORIGIN_SWEEPER, now, now, swept)).fetchall()
         return [ClaimedRecord(_row_to_record(r[:-1]), r[-1], expires) for r in rows]
 
     def lease_owners(self) -> set[str]:
@@ -372,6 +386,9 @@ class SqliteInbox(Inbox):
             (json.dumps(event_ids),),
         )
         return {row[0] for row in rows.fetchall()}
+
+    def known_forwarded(self, event_ids: list[str]) -> set[str]:
+        return self.already_forwarded(event_ids)
 
     def mark_forwarded(self, event_ids: list[str], now: float) -> None:
         if not event_ids:

@@ -15,7 +15,11 @@ on one host, SQS and the shared table (`receiver.idempotency`) do here:
   for it a moment, then answers with the stored id.
 - **Claim** (worker): ReceiveMessage with `VisibilityTimeout` = the lease; a
   crashed worker's messages reappear when it runs out, so there are no lease
-  owners to release. `attempts` is SQS's `ApproximateReceiveCount`.
+  owners to release. `attempts` is SQS's `ApproximateReceiveCount`. There is
+  no priority here: records of the missed-callback sweeper (`origin`
+  "sweeper") are received in the queue's order with the callbacks, unlike the
+  SQLite inbox, which gives live callbacks three quarters of every batch. A
+  message written before records had an `origin` loads as a callback.
 - **Settle**: done = DeleteMessage; retry later = ChangeMessageVisibility to
   the backoff; reject = a `rejected#<record id>` record with its reason and a
   per-reason counter, then delete; bury = send the record, with its last
