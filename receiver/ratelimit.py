@@ -90,3 +90,19 @@ class RateLimits:
 
     def slot(self, service: str, action: str) -> AbstractContextManager[None]:
         return self._limiters[(service, action)].slot()
+
+
+# Listing tasks is shared by two kinds of process on a host: the sweeper walks
+# every page of DescribeTasks, the workers list only to find a BatchTask
+# without task id. Each kind gets half of that action's limit, so together
+# they never exceed it; every other action is the workers' alone.
+LISTING_ACTION = "DescribeTasks"
+
+
+def worker_limits(limits: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    return {key: max(1, limit // 2) if key[1] == LISTING_ACTION else limit for key, limit in limits.items()}
+
+
+def sweeper_limits(limits: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    return {key: max(1, limit - limit // 2) if key[1] == LISTING_ACTION else max(1, limit // 2)
+            for key, limit in limits.items()}

@@ -31,9 +31,9 @@ finished image task is ours.
 
 The sweeper calls only `DescribeTasks` (the workers make every
 Describe*TaskDetail call, where the SQLite inbox gives live callbacks three
-quarters of every batch). Its process has its own rate limiters at half of
-each `DescribeTasks` limit: the workers list tasks only to find a BatchTask
-without task id, rarely, so together they stay under the limit.
+quarters of every batch). `DescribeTasks` is split: the sweeper has one half
+of its limit and the workers the other (`receiver.ratelimit`), so together
+they never exceed it.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from receiver.callbacks import CallbackRecord, swept_record
 from receiver.config import ConfigError, Settings, load_settings
 from receiver.inbox import Inbox, open_inbox
 from receiver.logs import configure_logging
-from receiver.ratelimit import RateLimits
+from receiver.ratelimit import RateLimits, sweeper_limits
 from receiver.reconcile import DescribeCall, event_id
 from receiver.tencentcloud import Failure, TencentCloud, classify
 
@@ -294,20 +294,10 @@ def _describe_error(error: BaseException) -> str:
 # --- processes --------------------------------------------------------------------------
 
 
-def sweeper_limits(settings: Settings) -> RateLimits:
-    """The sweeper's own limiters: half of each limit (it calls DescribeTasks only).
-
-    The workers hold the whole DescribeTasks limit but use it only to find a
-    BatchTask without task id; the sweeper's half keeps the two together under
-    the limit in practice and leaves the workers room.
-    """
-    return RateLimits({key: max(1, limit // 2) for key, limit in settings.rate_limits.items()})
-
-
 def build_sweeper(settings: Settings, inbox: Inbox) -> Sweeper | None:
     if not settings.has_tencentcloud_credentials:
         return None
-    return Sweeper(settings, inbox, TencentCloud(settings, sweeper_limits(settings)))
+    return Sweeper(settings, inbox, TencentCloud(settings, RateLimits(sweeper_limits(settings.rate_limits))))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ from receiver.callbacks import RESOLVE_BY_SESSION_ID, RESOLVE_NOTHING
 from receiver.config import ConfigError, Settings, load_settings
 from receiver.inbox import ClaimedRecord, EventStillInProgress, Inbox, open_inbox
 from receiver.logs import configure_logging
-from receiver.ratelimit import RateLimits
+from receiver.ratelimit import RateLimits, worker_limits
 from receiver.reconcile import (
     FINAL_STATUSES,
     UNKNOWN_TASK,
@@ -359,7 +359,7 @@ def _describe_error(error: BaseException | None) -> str:
 
 
 def build_worker(settings: Settings, inbox: Inbox) -> Worker:
-    limits = RateLimits(settings.rate_limits, settings.worker_processes)
+    limits = RateLimits(worker_limits(settings.rate_limits), settings.worker_processes)
     tencentcloud = TencentCloud(settings, limits) if settings.has_tencentcloud_credentials else None
     if tencentcloud is None:
         log.warning("no Tencent Cloud credentials: callbacks stay in the inbox until they are set")

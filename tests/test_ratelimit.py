@@ -8,7 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from receiver.ratelimit import RateLimits, RateLimitTimeout, SlidingWindowLimiter
+from receiver.config import DEFAULT_RATE_LIMITS
+from receiver.ratelimit import RateLimits, RateLimitTimeout, SlidingWindowLimiter, sweeper_limits, worker_limits
 
 
 class FakeClock:
@@ -80,3 +81,13 @@ def test_threads_share_the_limit_in_real_time():
 def test_processes_on_one_host_split_the_limit():
     limits = RateLimits({("mps", "DescribeBatchTaskDetail"): 20}, processes=3)
     assert limits._limiters[("mps", "DescribeBatchTaskDetail")].limit == 6
+
+
+def test_sweeper_and_workers_split_the_listing_limit_and_nothing_else():
+    workers, sweeper = worker_limits(DEFAULT_RATE_LIMITS), sweeper_limits(DEFAULT_RATE_LIMITS)
+    for key, limit in DEFAULT_RATE_LIMITS.items():
+        if key[1] == "DescribeTasks":
+            assert workers[key] + sweeper[key] == limit
+        else:
+            assert workers[key] == limit
+    assert workers[("ams", "DescribeTasks")] == sweeper[("ams", "DescribeTasks")] == 10
