@@ -55,8 +55,8 @@ from typing import Any
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from receiver.callbacks import CallbackRecord, swept_record
-from receiver.config import ConfigError, Settings, load_settings
-from receiver.inbox import Inbox, open_inbox
+from receiver.config import Settings
+from receiver.inbox import Inbox, open_configured_inbox
 from receiver.logs import configure_logging
 from receiver.ratelimit import RateLimits, sweeper_limits
 from receiver.reconcile import DescribeCall, event_id
@@ -305,11 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="sweep once, print the report as JSON, and exit")
     args = parser.parse_args(argv)
     configure_logging()
-    try:
-        settings = load_settings()
-        inbox = open_inbox(settings)
-    except ConfigError as error:
-        raise SystemExit(f"configuration error: {error}") from None
+    settings, inbox = open_configured_inbox()
     sweeper = build_sweeper(settings, inbox)
     stopping = sweeper.stopping if sweeper else threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

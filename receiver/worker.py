@@ -35,8 +35,8 @@ from typing import Any
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from receiver.callbacks import RESOLVE_BY_SESSION_ID, RESOLVE_NOTHING
-from receiver.config import ConfigError, Settings, load_settings
-from receiver.inbox import ClaimedRecord, EventStillInProgress, Inbox, open_inbox
+from receiver.config import Settings
+from receiver.inbox import ClaimedRecord, EventStillInProgress, Inbox, open_configured_inbox
 from receiver.logs import configure_logging
 from receiver.ratelimit import RateLimits, worker_limits
 from receiver.reconcile import (
@@ -405,11 +405,7 @@ def start_in_web(settings: Settings, inbox: Inbox) -> threading.Thread | None:
 
 def main() -> None:
     configure_logging()
-    try:
-        settings = load_settings()
-        inbox = open_inbox(settings)
-    except ConfigError as error:
-        raise SystemExit(f"configuration error: {error}") from None
+    settings, inbox = open_configured_inbox()
     worker = build_worker(settings, inbox)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: worker.stopping.set())

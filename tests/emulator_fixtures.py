@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -21,52 +20,29 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.mps.v20190612 import mps_client
 from tencentcloud.vod.v20180717 import vod_client
 
-from tests.servers import ROOT, free_port, wait_until
+from tests.servers import ServerProcess, wait_until
 
 SECRET_ID = "AKIDemulatortests"
 SECRET_KEY = "emulator-tests-secret"
 VOD_SIGN_KEY = "emulator-tests-vod-key"
 
 
-class EmulatorProcess:
+class EmulatorProcess(ServerProcess):
     """``python -m emulator`` on a free port, configured through the receiver's own environment variables."""
 
+    name = "the emulator"
+    health_path = "/_emulator/health"
+
     def __init__(self, log_path: Path, *args: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
+        super().__init__(log_path)
         self.args = args
-        self.process: subprocess.Popen | None = None
 
-    def start(self) -> EmulatorProcess:
-        env = {**os.environ, "TENCENTCLOUD_SECRET_ID": SECRET_ID, "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
-               "VOD_SIGN_KEYS": f"{VOD_SIGN_KEY},other-key"}
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "emulator", "--port", str(self.port), *self.args],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
-        wait_until(self._ready, 15, f"the emulator on {self.url}")
-        return self
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "emulator", "--port", str(self.port), *self.args]
 
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"emulator exited with {self.process.returncode}:\n{self.log_path.read_text()}")
-        try:
-            return requests.get(self.url + "/_emulator/health", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "TENCENTCLOUD_SECRET_ID": SECRET_ID, "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+                "VOD_SIGN_KEYS": f"{VOD_SIGN_KEY},other-key"}
 
     def admin(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """GET (no body) or POST (body) an admin route."""

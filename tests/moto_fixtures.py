@@ -8,20 +8,15 @@ take part), and a test can stop and restart it to play an outage.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-import requests
 from botocore.config import Config
 
-from tests.servers import ROOT, free_port, wait_until
+from tests.servers import ServerProcess, wait_until
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -29,48 +24,17 @@ ACCOUNT = "123456789012"  # moto's default account
 TEST_RETRIES = {"AWS_RETRY_MODE": "standard", "AWS_MAX_ATTEMPTS": "2"}
 
 
-class MotoServer:
-    """`python -m moto.server` on 127.0.0.1, on a free port that survives a restart."""
+class MotoServer(ServerProcess):
+    """`python -m moto.server` on 127.0.0.1, on a free port that survives a restart.
 
-    def __init__(self, log_path: Path, port: int | None = None):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
+    Stopping it loses everything it held, as after a restart in a real outage.
+    """
 
-    def start(self) -> MotoServer:
-        """Start the server and return once it answers HTTP (it starts with no queues, buckets or tables)."""
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        log.close()
-        wait_until(self._ready, 30, f"moto_server on {self.url}")
-        return self
+    name = "moto_server"
+    health_path = "/moto-api/"
 
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"moto_server exited with {self.process.returncode}:\n{self.log()}")
-        try:
-            return requests.get(self.url + "/moto-api/", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    def stop(self) -> None:
-        """Stop the server; everything it held is gone, as after a restart of a real outage."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
 
     def env(self) -> dict[str, str]:
         """The environment that points the standard boto3 chain at this server."""

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 import requests
 
@@ -69,14 +70,76 @@ def children_of(pid: int) -> list[int]:
     return [child for child, fields in proc_stat_fields().items() if int(fields[1]) == pid]
 
 
-class GunicornServer:
+class ServerProcess:
+    """A server of the tests in its own process and session, on 127.0.0.1, logging to a file.
+
+    Subclasses say what to run (`command`, `environment`) and which path
+    answers 200 once it serves (`health_path`); starting, waiting for that
+    answer with a deadline, reading the log and stopping are the same for all.
+    """
+
+    name = "server"
+    health_path = "/"
+    stop_timeout = 10.0
+
+    def __init__(self, log_path: Path, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str] | None:
+        return None  # this process's own environment
+
+    def start(self, wait: bool = True, timeout: float = 30.0) -> Self:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), cwd=ROOT, env=self.environment(), stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        wait_until(self._ready, timeout, f"{self.name} on {self.url}")
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"{self.name} exited with {self.process.returncode}:\n{self.log()}")
+        try:
+            return requests.get(self.url + self.health_path, timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+
+class GunicornServer(ServerProcess):
     """`gunicorn -c gunicorn.conf.py app:app` with a test environment, on a free port."""
+
+    name = "gunicorn"
+    health_path = "/healthz"
+    stop_timeout = 20.0
 
     def __init__(self, env: dict[str, str], log_path: Path, workers: int = 2, threads: int = 4,
                  app: str = "app:app"):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
+        super().__init__(log_path)
         self.env = {
             **os.environ,
             **env,
@@ -87,33 +150,12 @@ class GunicornServer:
         }
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.app = app
-        self.process: subprocess.Popen | None = None
 
-    def start(self, wait: bool = True) -> GunicornServer:
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        log.close()
-        if wait:
-            self.wait_ready()
-        return self
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app]
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        def ready() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"gunicorn exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                return requests.get(self.url + "/healthz", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(ready, timeout, f"gunicorn on {self.url}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+    def environment(self) -> dict[str, str]:
+        return self.env
 
     def all_pids(self) -> list[int]:
         assert self.process is not None
@@ -130,16 +172,6 @@ class GunicornServer:
         assert self.process is not None
         self.process.wait(timeout=10)
         wait_until(lambda: not any(_alive(p) for p in pids), 10, "killed workers to disappear")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
 
 
 def _alive(pid: int) -> bool:

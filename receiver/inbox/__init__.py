@@ -127,3 +127,17 @@ def open_inbox(settings: Settings) -> Inbox:
 
         return SqsInbox.from_url(settings.inbox_url, settings.idempotency_table)
     raise ConfigError(f"INBOX_URL: expected sqlite:///path or sqs+<queue url>, got {settings.inbox_url!r}")
+
+
+def open_configured_inbox() -> tuple[Settings, Inbox]:
+    """For a process's main(): the settings of the environment and the inbox they name.
+
+    A bad value stops the process with the message that names the variable.
+    """
+    from receiver.config import load_settings
+
+    try:
+        settings = load_settings()
+        return settings, open_inbox(settings)
+    except ConfigError as error:
+        raise SystemExit(f"configuration error: {error}") from None
