@@ -179,6 +179,15 @@ class Pipeline:
     def inbox_rows(self, **where: Any) -> list[sqlite3.Row]:
         return query_inbox(self.tmp_path / "inbox.db", **where)
 
+    def wait_settled(self, timeout: float = 15, **where: Any) -> list[sqlite3.Row]:
+        """The matching inbox rows once every one is done: the event reaches the sink before its row is settled."""
+
+        def settled() -> list[sqlite3.Row] | None:
+            rows = self.inbox_rows(**where)
+            return rows if rows and all(r["state"] == "done" for r in rows) else None
+
+        return wait_until(settled, timeout, f"inbox rows {where} settled", interval=0.05)
+
     # --- tasks in the emulator ---------------------------------------------------------
 
     def mps_notify(self, mode: str = "Finish", url: str | None = None) -> dict[str, str]:

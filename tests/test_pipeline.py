@@ -118,8 +118,8 @@ def test_mps_batch_task_without_task_id_is_found_through_its_session_id(pipeline
     event = pipeline.wait_event(task_id)
     [callback] = [d for d in pipeline.emulator.admin("stats")["callbacks"]["deliveries"] if d["task_id"] == task_id]
     assert callback["outcome"] == "delivered"
-    [row] = pipeline.inbox_rows(session_id=session_id)
-    assert row["task_id"] is None and row["state"] == "done"  # the callback itself carried no id
+    [row] = pipeline.wait_settled(session_id=session_id)
+    assert row["task_id"] is None  # the callback itself carried no id
     answer = pipeline.describe("mps", "DescribeBatchTaskDetail", task_id)
     assert_matches_answer(event, answer, "mps", "BatchTask", task_id, "mps:DescribeBatchTaskDetail")
     assert (event["session_id"], event["session_context"]) == (session_id, "ctx-noid")
@@ -173,8 +173,7 @@ def test_vod_new_file_upload_is_forwarded_unreconciled(pipeline):
     assert event["source"] == "vod" and event["reconciled_with"] is None and event["reconciled_at"] is None
     assert event["task_id"] is None and event["status"] is None and event["succeeded"] is None
     assert event["detail"] == body  # the verified callback, without its T and Sign
-    [row] = pipeline.inbox_rows(id=answer.json()["id"])
-    assert row["state"] == "done"
+    pipeline.wait_settled(id=answer.json()["id"])
 
 
 @pytest.mark.parametrize("product", ["mps", "ams"])
@@ -307,8 +306,7 @@ def test_change_mode_callbacks_pending_together_share_one_describe_call(pipeline
     assert pipeline.stats("mps.DescribeTaskDetail")["calls"] == 0
     pipeline.start_worker()
     event = pipeline.wait_event(task_id)
-    wait_until(lambda: all(r["state"] == "done" for r in pipeline.inbox_rows(task_id=task_id)), 15,
-               "both callbacks settled")
+    assert len(pipeline.wait_settled(task_id=task_id)) == 2  # both callbacks
     assert pipeline.stats("mps.DescribeTaskDetail")["calls"] == 1
     # the task is FINISH by now: both callbacks are that one state change
     assert [e["status"] for e in pipeline.events_for(task_id)] == ["FINISH"]
@@ -385,8 +383,7 @@ def test_worker_in_web_turns_a_callback_into_an_event(pipeline, tmp_path):
         answer = web.describe("mps", "DescribeTaskDetail", task_id)
         assert_matches_answer(event, answer, "mps", "WorkflowTask", task_id, "mps:DescribeTaskDetail")
         assert event["succeeded"] is True
-        [row] = web.inbox_rows(task_id=task_id)
-        assert row["state"] == "done"
+        [_row] = web.wait_settled(task_id=task_id)
         # one worker thread per host, however many gunicorn processes: one event
         assert len(web.events_for(task_id)) == 1
         assert pipeline.events_for(task_id) == []  # no separate worker process was involved
