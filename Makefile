@@ -27,7 +27,7 @@ test: $(VENV)/.dev
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.dev
-	$(BIN)/python -m bench.intake
+	$(BIN)/python -m bench.intake $(ARGS)
 
 clean:
 	rm -rf $(VENV) var/*.db*

@@ -12,7 +12,7 @@ hits both alike.
 
 Why wrk plus a probe: wrk (C) generates the load and counts requests
 correctly, but its latency percentiles are wrong against gunicorn's keep-alive
-gthread workers. Latency therefore comes from a probe in this process: one
+workers (gevent, gthread). Latency therefore comes from a probe in this process: one
 thread, one keep-alive connection, paced requests timed with perf_counter.
 
 Why distinct, signed callbacks: the receiver answers a repeated task id with a
@@ -288,10 +288,11 @@ def stop_servers(servers: list[Server], timeout: float = 25.0) -> None:
         server.wait_stopped(timeout)
 
 
-def server_env(workers: int, threads: int, inbox_path: Path) -> dict[str, str]:
+def server_env(worker_class: str, workers: int, threads: int, inbox_path: Path) -> dict[str, str]:
     """The one environment both servers get (each adds its own PORT)."""
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
     env.update(
+        GUNICORN_WORKER_CLASS=worker_class,
         WEB_CONCURRENCY=str(workers),
         GUNICORN_THREADS=str(threads),
         INBOX_URL=f"sqlite:///{inbox_path}",
@@ -359,7 +360,7 @@ def percentile(values: list[float], q: float) -> float:
 class LatencyProbe:
     """Times paced requests on its own keep-alive connection while wrk loads the server.
 
-    wrk's percentiles are wrong against keep-alive gthread workers; this thread
+    wrk's percentiles are wrong against keep-alive workers (gevent, gthread); this thread
     measures what a single sender sees, request by request, with perf_counter.
     """
 
@@ -704,14 +705,15 @@ def print_header(args: argparse.Namespace, load: Load, servers: list[Server], bo
           f"loadavg {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"  software:  Python {platform.python_version()}, gunicorn {metadata.version('gunicorn')}, "
           f"Flask {metadata.version('flask')}, {wrk_version(load.wrk)}")
-    print(f"  gunicorn:  gunicorn.conf.py, gthread, WEB_CONCURRENCY={args.workers} workers x "
-          f"GUNICORN_THREADS={args.threads} threads (both servers)")
+    per_worker = f" x GUNICORN_THREADS={args.threads} threads" if args.worker_class == "gthread" else ""
+    print(f"  gunicorn:  gunicorn.conf.py, GUNICORN_WORKER_CLASS={args.worker_class}, "
+          f"WEB_CONCURRENCY={args.workers} workers{per_worker} (both servers)")
     for server in servers:
         print(f"  {server.name + ':':<10} PORT={server.port} {shlex.join(server.command)}")
     print(f"  inbox:     {tmp / 'inbox.db'} ({filesystem_of(tmp)})")
     print(f"  body:      {body_bytes} bytes, signed MPS WorkflowTask callback, distinct TaskId per request")
     print(f"  load:      {shlex.join(load.command(0, args.duration)).replace(':0/', ':PORT/')}")
-    print("             (wrk's requests/s only: its latency percentiles are wrong against keep-alive gthread)")
+    print("             (wrk's requests/s only: its latency percentiles are wrong against keep-alive workers)")
     print(f"  probe:     1 keep-alive connection, one request every {args.probe_interval_ms:g} ms "
           "(back-to-back when slower), timed in Python")
     loaded = 2 * (args.warmup + args.rounds * args.duration)
@@ -736,7 +738,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (WEB_CONCURRENCY)")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker (GUNICORN_THREADS)")
+    parser.add_argument("--worker-class", default="gevent", choices=["gevent", "gthread", "sync"],
+                        help="gunicorn worker class (GUNICORN_WORKER_CLASS); gevent is gunicorn.conf.py's default")
+    parser.add_argument("--threads", type=int, default=8, help="threads per gthread worker (GUNICORN_THREADS)")
     parser.add_argument("--duration", type=float, default=8, help="seconds of load per server per round")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (receiver, then bare)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (-c)")
@@ -768,7 +772,7 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
                 args.probe_interval_ms / 1000)
 
     inbox = tmp / "inbox.db"
-    env = server_env(args.workers, args.threads, inbox)
+    env = server_env(args.worker_class, args.workers, args.threads, inbox)
     receiver = Server("receiver", RECEIVER_APP, free_port(), tmp / "receiver.log")
     bare = Server("bare", BARE_APP, free_port(), tmp / "bare.log")
     servers = [receiver, bare]

@@ -27,6 +27,11 @@ def receiver_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     return env
 
 
+# The default (gunicorn.conf.py) and the threaded alternative: the inbox's group
+# commit has to hold under greenlets and under real threads alike.
+WORKER_CLASSES = pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+
+
 @pytest.fixture
 def start_receiver(tmp_path: Path):
     """Start receivers with extra environment; all are stopped after the test."""

@@ -9,12 +9,14 @@ import requests
 
 from tests import payloads
 from tests.client import post_mps
+from tests.conftest import WORKER_CLASSES
 from tests.servers import GunicornServer, wait_until
 from tests.test_http_intake import inbox_rows
 
 
-def test_kill_9_of_every_gunicorn_process_loses_no_accepted_callback(start_receiver):
-    server = start_receiver(workers=2, threads=8)
+@WORKER_CLASSES
+def test_kill_9_of_every_gunicorn_process_loses_no_accepted_callback(start_receiver, worker_class):
+    server = start_receiver(workers=2, threads=8, GUNICORN_WORKER_CLASS=worker_class)
     run = uuid.uuid4().hex
     accepted: dict[str, str] = {}  # task id -> inbox id, for every 200 received
     lock = threading.Lock()

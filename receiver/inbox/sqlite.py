@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from receiver.blocking import run_blocking
 from receiver.callbacks import ORIGIN_CALLBACK, ORIGIN_SWEEPER, CallbackRecord
 from receiver.inbox import AcceptResult, ClaimedRecord, Inbox, InboxUnavailable
 
@@ -234,7 +235,7 @@ class _GroupCommitter:
             try:
                 if writer is None:
                     writer = _Writer(self._path)
-                results = _insert_group(writer, [p.record for p in group])
+                results = run_blocking(_insert_group, writer, [p.record for p in group])
             except Exception as error:  # noqa: BLE001 - every waiter must be answered
                 if writer is not None:
                     writer.close()
