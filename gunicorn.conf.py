@@ -21,7 +21,7 @@ bind = os.environ.get("BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Many requests per process let it group-commit the callbacks that arrive together.
 # gevent does that with one OS thread, where gthread's threads spend their CPU
-# handing the GIL to each other: the same intake answers about twice as many
+# handing the GIL to each other: the same intake answers 1.6-1.9 times as many
 # callbacks per second (README, Benchmark). The commit itself still runs on a
 # real thread (receiver/blocking.py), so a slow disk never stalls the loop.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")

@@ -5,6 +5,9 @@ same file. Within a process, one committer thread writes the callbacks of all
 request threads: it takes every record waiting, inserts them in one
 transaction and commits once, so a burst costs one fsync rather than one per
 callback. A request thread is answered only after that commit returned.
+Under gunicorn's gevent worker the committer and the request "threads" are
+greenlets; the transaction itself then runs on a real thread (`run_blocking`)
+so that waiting for the disk or the lock never stops the event loop.
 
 Writers of all processes take turns through an flock on ``<inbox>.lock``
 before SQLite's own write lock. SQLite's busy handler polls with sleeps of
