@@ -120,26 +120,26 @@ def _find(emu: Emulator, service: str, params: dict[str, Any], kinds: tuple[str,
 # --- MPS -------------------------------------------------------------------------
 
 
+def _start_mps_task(emu: Emulator, task_type: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A media task notified through its TaskNotifyConfig, with SessionId dedup."""
+    notify = _notify_config(params)
+    session_id, context = _session(emu, "mps", params)
+    task = _new_task(emu, "mps", task_type, params, notify=notify, session_id=session_id, session_context=context)
+    return {"TaskId": task.task_id}
+
+
 @action(MPS, "ProcessMedia")
 def mps_process_media(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("InputInfo") is None and not params.get("ScheduleId"):
         raise ApiError("MissingParameter", "The request is missing a required parameter `InputInfo`.")
-    notify = _notify_config(params)
-    session_id, context = _session(emu, "mps", params)
-    task = _new_task(emu, "mps", "WorkflowTask", params, notify=notify, session_id=session_id,
-                     session_context=context)
-    return {"TaskId": task.task_id}
+    return _start_mps_task(emu, "WorkflowTask", params)
 
 
 @action(MPS, "BatchProcessMedia")
 def mps_batch_process_media(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
     if not params.get("InputInfo"):
         raise ApiError("MissingParameter", "The request is missing a required parameter `InputInfo`.")
-    notify = _notify_config(params)
-    session_id, context = _session(emu, "mps", params)
-    task = _new_task(emu, "mps", "BatchTask", params, notify=notify, session_id=session_id,
-                     session_context=context)
-    return {"TaskId": task.task_id}
+    return _start_mps_task(emu, "BatchTask", params)
 
 
 @action(MPS, "ProcessImage")

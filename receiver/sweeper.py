@@ -136,6 +136,19 @@ class SweepReport:
 _Listed = tuple[str, str, str]
 
 
+def _finished_tasks(
+    page: dict[str, Any], event_type_of: Callable[[str | None], str | None], product: ProductReport
+) -> list[_Listed]:
+    """The tasks of one MPS or VOD `DescribeTasks` page (all FINISH) that have a callback event type."""
+    listed = []
+    for task in page.get("TaskSet") or []:
+        product.examined += 1
+        event_type = event_type_of(task.get("TaskType"))
+        if event_type and task.get("TaskId"):
+            listed.append((event_type, task["TaskId"], "FINISH"))
+    return listed
+
+
 class Sweeper:
     def __init__(self, settings: Settings, inbox: Inbox, tencentcloud: TencentCloud,
                  clock: Callable[[], float] = time.time):
@@ -220,13 +233,7 @@ class Sweeper:
         params = {"Status": "FINISH", "StartTime": iso_seconds(window[0]), "EndTime": iso_seconds(window[1] + 1),
                   "Limit": self.settings.sweep_page_size}
         for page in self._pages("mps", params, "ScrollToken", product):
-            listed = []
-            for task in page.get("TaskSet") or []:
-                product.examined += 1
-                event_type = mps_event_type(task.get("TaskType"))
-                if event_type and task.get("TaskId"):
-                    listed.append((event_type, task["TaskId"], "FINISH"))
-            yield listed
+            yield _finished_tasks(page, mps_event_type, product)
 
     def _list_vod(self, window: tuple[float, float], product: ProductReport) -> Iterator[list[_Listed]]:
         params: dict[str, Any] = {
@@ -236,13 +243,7 @@ class Sweeper:
         if self.settings.vod_subapp_id is not None:
             params["SubAppId"] = self.settings.vod_subapp_id
         for page in self._pages("vod", params, "ScrollToken", product):
-            listed = []
-            for task in page.get("TaskSet") or []:
-                product.examined += 1
-                event_type = vod_event_type(task.get("TaskType"))
-                if event_type and task.get("TaskId"):
-                    listed.append((event_type, task["TaskId"], "FINISH"))
-            yield listed
+            yield _finished_tasks(page, vod_event_type, product)
 
     def _list_ams(self, window: tuple[float, float], product: ProductReport) -> Iterator[list[_Listed]]:
         for biztype in self.settings.ams_biztypes or (None,):
