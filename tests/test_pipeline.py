@@ -355,8 +355,14 @@ def test_kill_9_of_the_worker_loses_no_event_and_forwards_none_twice(pipeline):
     wait_until(lambda: len([r for r in pipeline.inbox_rows(source="vod") if r["task_id"] in wanted]) == 300, 60,
                "300 callbacks in the inbox", interval=0.2)
     doomed = pipeline.start_worker()
-    wait_until(lambda: any(e["task_id"] in wanted for e in pipeline.events()), 60, "the first events",
-               interval=0.02)
+
+    def in_the_middle() -> bool:
+        # A batch's events reach the sink together, and its rows are settled before the next claim:
+        # wait for events already forwarded *and* records still leased, so the kill lands mid-work.
+        return (any(e["task_id"] in wanted for e in pipeline.events())
+                and any(r["task_id"] in wanted for r in pipeline.inbox_rows(state="leased")))
+
+    wait_until(in_the_middle, 60, "the first events, with records still leased", interval=0.02)
     doomed.kill9()
     forwarded_before = sum(1 for e in pipeline.events() if e["task_id"] in wanted)
     leased = [r for r in pipeline.inbox_rows(state="leased") if r["task_id"] in wanted]
