@@ -34,6 +34,8 @@ control_socket_disable = True
 accesslog = "-"
 # %(U)s is the path without the query string: the query carries the URL token.
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+# Escapes line breaks and quotes a client puts in the path (receiver/accesslog.py).
+logger_class = "receiver.accesslog.AccessLogger"
 
 # Counters shared by all workers (see receiver/metrics.py).
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -33,9 +33,10 @@ class AuthenticationError(Exception):
 def _matches_any(candidate: str, expected: Iterable[str]) -> bool:
     """Constant-time membership: every key is compared, whatever matched first."""
     found = False
-    candidate_bytes = candidate.encode()
+    # surrogatepass: a hostile value must fail the comparison, not the encoding.
+    candidate_bytes = candidate.encode("utf-8", "surrogatepass")
     for value in expected:
-        found |= hmac.compare_digest(candidate_bytes, value.encode())
+        found |= hmac.compare_digest(candidate_bytes, value.encode("utf-8", "surrogatepass"))
     return found
 
 
@@ -57,7 +58,8 @@ def parse_expiry(value: Any, name: str) -> int:
         raise AuthenticationError(f"{name} is not a UNIX timestamp")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit() and len(value) <= 12:
+    # isdigit() alone admits "²" and other digits int() refuses.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 12:
         return int(value)
     raise AuthenticationError(f"{name} is missing or not a UNIX timestamp")
 

@@ -16,18 +16,23 @@ from typing import Any
 
 from schemas.callbacks import MPS_EVENT_FIELDS, VOD_FILE_EVENT_FIELDS, VOD_TASK_EVENT_FIELDS
 
-# How the worker finds the task a callback is about.
+# VOD events about files that DescribeMediaInfos confirms (SPEC 6).
+VOD_FILE_EVENTS = ("NewFileUpload", "FileDeleted")
+
+# How the worker finds what a callback is about.
 RESOLVE_BY_TASK_ID = "task_id"
 RESOLVE_BY_SESSION_ID = "session_id"  # MPS BatchTask callbacks without a task id
-RESOLVE_NOTHING = "none"  # VOD file events: no task to ask about
+RESOLVE_BY_FILE_ID = "file_id"  # VOD NewFileUpload / FileDeleted: DescribeMediaInfos
+RESOLVE_NOTHING = "none"  # other VOD events without a task: nothing to ask about
 
 # Where a record came from: a callback received over HTTP, or a finished task the
 # missed-callback sweeper listed (receiver/sweeper.py).
 ORIGIN_CALLBACK = "callback"
 ORIGIN_SWEEPER = "sweeper"
 
-# Parts of a body that change on every retry of the same callback.
-_SIGNATURE_FIELDS = ("Sign", "Timestamp", "T")
+# Parts of an MPS or VOD body that change on every retry of the same callback
+# (AMS signs in a header: its whole body is content).
+_SIGNATURE_FIELDS = frozenset({"Sign", "Timestamp", "T"})
 
 
 @dataclass(frozen=True)
@@ -56,22 +61,16 @@ def _nonempty(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _dedup_key(
-    source: str,
-    event_type: str,
-    subject: str,
-    claimed_status: str | None,
-    session_id: str | None,
-) -> str:
-    material = json.dumps([source, event_type, subject, claimed_status, session_id])
-    return hashlib.sha256(material.encode()).hexdigest()
+def copy_key(source: str, payload: dict[str, Any]) -> str:
+    """What identifies a copy of one callback: its whole body but the per-delivery signature.
 
-
-def _body_fingerprint(payload: dict[str, Any]) -> str:
-    """Identifies a callback with no task id, ignoring the per-retry signature."""
-    stable = {k: v for k, v in payload.items() if k not in _SIGNATURE_FIELDS}
-    canonical = json.dumps(stable, sort_keys=True, separators=(",", ":"))
-    return "body:" + hashlib.sha256(canonical.encode()).hexdigest()
+    Two callbacks that differ in any field the checks read (a SessionContext,
+    a status, an event type) are never copies, so a forged body can share a key
+    only with a byte-for-byte copy of the genuine callback's content (SPEC 6).
+    """
+    stable = {k: v for k, v in payload.items() if k not in _SIGNATURE_FIELDS} if source != "ams" else payload
+    canonical = json.dumps([source, stable], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _mps_parts(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
@@ -92,13 +91,13 @@ def _vod_event_object(payload: dict[str, Any], event_type: str) -> dict[str, Any
     return {}
 
 
-def _vod_subject(event_type: str, event: dict[str, Any]) -> str | None:
-    """What a task-less VOD event is about: its file(s)."""
-    if event_type == "NewFileUpload":
-        return "file:" + str(event.get("FileId"))
-    if event_type == "FileDeleted":
-        return "files:" + ",".join(sorted(map(str, event.get("FileIdSet") or [])))
-    return None
+def file_ids(record: CallbackRecord) -> list[str]:
+    """The files a VOD NewFileUpload / FileDeleted callback is about, in the callback's order."""
+    payload = json.loads(record.body)
+    event = _vod_event_object(payload, record.event_type)
+    if record.event_type == "NewFileUpload":
+        return [str(event.get("FileId"))]
+    return [str(file_id) for file_id in event.get("FileIdSet") or []]
 
 
 def extract_record(
@@ -110,37 +109,35 @@ def extract_record(
         session_id = _nonempty(payload.get("SessionId"))
         session_context = payload.get("SessionContext")
         resolve_by = RESOLVE_BY_TASK_ID if task_id else RESOLVE_BY_SESSION_ID
-        subject = task_id
     elif source == "vod":
         event_type = payload["EventType"]
         event = _vod_event_object(payload, event_type)
         task_id = _nonempty(event.get("TaskId")) or _nonempty(payload.get("TaskId"))
         session_id = _nonempty(event.get("SessionId")) or _nonempty(payload.get("SessionId"))
         session_context = event.get("SessionContext", payload.get("SessionContext"))
-        resolve_by = RESOLVE_BY_TASK_ID if task_id else RESOLVE_NOTHING
-        subject = task_id or _vod_subject(event_type, event)
+        if task_id:
+            resolve_by = RESOLVE_BY_TASK_ID
+        else:
+            resolve_by = RESOLVE_BY_FILE_ID if event_type in VOD_FILE_EVENTS else RESOLVE_NOTHING
     elif source == "ams":
         event_type = "AudioModeration"
         event = payload
         task_id = payload["TaskId"]
         session_id = session_context = None
         resolve_by = RESOLVE_BY_TASK_ID
-        subject = task_id
     else:
         raise ValueError(f"unknown source {source!r}")
 
-    claimed_status = _nonempty(event.get("Status"))
-    subject = subject or _body_fingerprint(payload)
     return CallbackRecord(
         id=new_record_id(received_at),
-        dedup_key=_dedup_key(source, event_type, subject, claimed_status, session_id),
+        dedup_key=copy_key(source, payload),
         source=source,
         event_type=event_type,
         task_id=task_id,
         resolve_by=resolve_by,
         session_id=session_id,
         session_context=session_context if isinstance(session_context, str) else None,
-        claimed_status=claimed_status,
+        claimed_status=_nonempty(event.get("Status")),
         body=raw_body.decode("utf-8"),
         received_at=received_at,
     )
@@ -150,16 +147,16 @@ def swept_record(source: str, event_type: str, task_id: str, now: float, claimed
                  listed_with: str | None = None) -> CallbackRecord:
     """The inbox record of a finished task the sweeper listed.
 
-    Its dedup key is computed as a callback's (no session: the listing does not
-    carry the one the callback would), so every sweep of the same task, from any
-    sweeper, restart or overlapping window, is the same record; for a task
-    without a session it is also the same key as its callback's.
+    Its key is that of its body, which holds nothing that changes between
+    sweeps, so every sweep of the same task, from any sweeper, restart or
+    overlapping window, is the same record. A late callback is a record of its
+    own, and its event is the one already forwarded (same `event_id`).
     """
-    body = json.dumps({"origin": ORIGIN_SWEEPER, "source": source, "event_type": event_type, "task_id": task_id,
-                       "claimed_status": claimed_status, "listed_with": listed_with or f"{source}:DescribeTasks"})
+    payload = {"origin": ORIGIN_SWEEPER, "source": source, "event_type": event_type, "task_id": task_id,
+               "claimed_status": claimed_status, "listed_with": listed_with or f"{source}:DescribeTasks"}
     return CallbackRecord(
         id=new_record_id(now),
-        dedup_key=_dedup_key(source, event_type, task_id, claimed_status, None),
+        dedup_key=copy_key(source, payload),
         source=source,
         event_type=event_type,
         task_id=task_id,
@@ -167,7 +164,7 @@ def swept_record(source: str, event_type: str, task_id: str, now: float, claimed
         session_id=None,
         session_context=None,
         claimed_status=claimed_status,
-        body=body,
+        body=json.dumps(payload),
         received_at=now,
         origin=ORIGIN_SWEEPER,
     )

@@ -25,6 +25,7 @@ DEFAULT_RATE_LIMITS: dict[tuple[str, str], int] = {
     ("mps", "DescribeImageTaskDetail"): 100,
     ("mps", "DescribeTasks"): 100,
     ("vod", "DescribeTaskDetail"): 100,
+    ("vod", "DescribeMediaInfos"): 100,
     ("vod", "DescribeTasks"): 100,
     ("ams", "DescribeTaskDetail"): 20,
     ("ams", "DescribeTasks"): 20,
@@ -71,7 +72,7 @@ class Settings:
     not_found_patience_seconds: int = 20
     consistency_patience_seconds: int = 30
     vod_subapp_id: int | None = None
-    vod_forward_unreconciled: bool = True
+    vod_forward_unreconciled: bool = False
     # Sinks (SPEC 7)
     sink: str = "log"
     log_sink_path: str | None = None
@@ -267,7 +268,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         not_found_patience_seconds=reader.integer("NOT_FOUND_PATIENCE_SECONDS", 20),
         consistency_patience_seconds=reader.integer("CONSISTENCY_PATIENCE_SECONDS", 30),
         vod_subapp_id=reader.integer("VOD_SUBAPP_ID", None, minimum=1),
-        vod_forward_unreconciled=reader.boolean("VOD_FORWARD_UNRECONCILED", True),
+        vod_forward_unreconciled=reader.boolean("VOD_FORWARD_UNRECONCILED", False),
         sink=sink,
         log_sink_path=reader.string("LOG_SINK_PATH"),
         sqs_queue_url=sqs_queue_url,

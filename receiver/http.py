@@ -6,6 +6,7 @@ become status codes.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -22,6 +23,12 @@ from receiver.intake import Intake, InvalidPayload
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
+# An error answer stays a few KiB whatever the body: a 64 KiB body with
+# thousands of bad entries once got a 1.3 MB answer listing every one.
+MAX_LISTED_ERRORS = 10
+MAX_ERROR_DEPTH = 4
+MAX_ERROR_TEXT = 200
+MAX_FIELDS_BYTES = 2048
 
 routes = Blueprint("receiver", __name__)
 
@@ -30,6 +37,34 @@ def _error(status: int, code: str, message: str, **extra: Any) -> Response:
     response = jsonify({"error": {"code": code, "message": message, **extra}})
     response.status_code = status
     return response
+
+
+def compact_fields(messages: Any, depth: int = 0) -> Any:
+    """Marshmallow's error messages cut to a few entries a level, a few levels deep, short strings.
+
+    Enough to name the offending fields; the rest is summarised, never listed.
+    """
+    if isinstance(messages, dict):
+        if depth >= MAX_ERROR_DEPTH:
+            return f"{len(messages)} nested error(s)"
+        items = list(messages.items())
+        compact = {str(key)[:MAX_ERROR_TEXT]: compact_fields(value, depth + 1)
+                   for key, value in items[:MAX_LISTED_ERRORS]}
+        if len(items) > MAX_LISTED_ERRORS:
+            compact["..."] = f"{len(items) - MAX_LISTED_ERRORS} more"
+        return compact
+    if isinstance(messages, list):
+        shown = [compact_fields(item, depth + 1) for item in messages[:MAX_LISTED_ERRORS]]
+        return shown + ([f"{len(messages) - MAX_LISTED_ERRORS} more"] if len(messages) > MAX_LISTED_ERRORS else [])
+    return str(messages)[:MAX_ERROR_TEXT]
+
+
+def _answer_fields(messages: dict[str, Any]) -> dict[str, Any]:
+    fields = compact_fields(messages)
+    if len(json.dumps(fields)) <= MAX_FIELDS_BYTES:
+        return fields
+    # Many long field names: name the top-level ones only.
+    return {str(name)[:MAX_ERROR_TEXT]: "invalid" for name in list(messages)[:MAX_LISTED_ERRORS]}
 
 
 def _intake() -> Intake:
@@ -43,7 +78,12 @@ def _read_body(max_bytes: int) -> bytes:
     declared Content-Length past it, but silently cuts a chunked body there,
     so reading one byte too many is how a chunked body shows it is too large.
     """
-    body = request.get_data(cache=False)
+    try:
+        body = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise
+    except Exception as error:  # noqa: BLE001 - a body that cannot be read is the sender's fault, whatever the reason
+        raise InvalidPayload(f"the request body cannot be read ({type(error).__name__})") from None
     if len(body) > max_bytes:
         raise RequestEntityTooLarge()
     return body
@@ -73,7 +113,7 @@ def receive_callback(source: str) -> Response:
         return _error(401, "Unauthorized", str(error))
     except InvalidPayload as error:
         outcome = "invalid"
-        return _error(400, "InvalidPayload", error.message, fields=error.fields)
+        return _error(400, "InvalidPayload", error.message, fields=_answer_fields(error.fields))
     except InboxUnavailable as error:
         outcome = "unavailable"
         log.error("inbox unavailable: %s", error)
@@ -136,6 +176,10 @@ def _unexpected_error(error: Exception) -> Response:
 def create_app(settings: Settings, inbox: Inbox) -> Flask:
     """The WSGI application: routes, error answers and the intake bound to `inbox`."""
     app = Flask("receiver")
+    # Werkzeug answers /callbacks//mps with a redirect whose Location (and HTML
+    # body) echo the query string, the URL token with it: no redirects at all.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     app.json.sort_keys = False
     intake = Intake(settings, inbox)

@@ -141,6 +141,54 @@ class IdempotencyStore:
             if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
 
+    # --- copies of a stored callback (SPEC 6: dedup never costs a genuine event) ------------
+
+    def add_copy(self, key: str, now: float) -> bool:
+        """Note that a copy of `key`'s callback was answered duplicate; False when the key is gone meanwhile."""
+        try:
+            self.client.update_item(
+                TableName=self.table, Key={"id": {"S": key}}, ConditionExpression="attribute_exists(id)",
+                UpdateExpression="ADD copies :one SET patience_from = :now",
+                ExpressionAttributeValues={":one": {"N": "1"}, ":now": {"N": repr(now)}},
+            )
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
+
+    def release_unless_copied(self, key: str, record_id: str) -> float | None:
+        """Let go of `key` held by `record_id`, unless copies were answered duplicate meanwhile.
+
+        None when the key is released (or held by another record); else the time
+        of the latest copy, and the copies are forgotten: the caller reconciles
+        the record once more instead of letting go.
+        """
+        while True:
+            try:
+                self.client.delete_item(
+                    TableName=self.table, Key={"id": {"S": key}},
+                    ConditionExpression="record_id = :id AND attribute_not_exists(copies)",
+                    ExpressionAttributeValues={":id": {"S": record_id}},
+                )
+                return None
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+            item = self._get_item(key)
+            if item is None or item.get("record_id", {}).get("S") != record_id or "copies" not in item:
+                return None
+            try:
+                self.client.update_item(
+                    TableName=self.table, Key={"id": {"S": key}}, UpdateExpression="REMOVE copies, patience_from",
+                    ConditionExpression="copies = :seen", ExpressionAttributeValues={":seen": item["copies"]},
+                )
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                continue  # another copy arrived meanwhile: look again
+            return float(item.get("patience_from", {}).get("N", "0"))
+
     # --- plain shared state ----------------------------------------------------------------
 
     def put_if_absent(self, key: str, data: Mapping[str, str], ttl_seconds: float, now: float) -> bool:

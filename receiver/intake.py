@@ -8,7 +8,6 @@ layer reads the body, before anything here runs.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError
 
-from receiver import auth
+from receiver import auth, strictjson
 from receiver.callbacks import extract_record
 from receiver.config import PRODUCTS, Settings
 from receiver.inbox import AcceptResult, Inbox
@@ -36,9 +35,9 @@ class InvalidPayload(Exception):
 
 def parse_json_object(raw_body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(raw_body)
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidPayload("body is not valid UTF-8 JSON") from None
+        payload = strictjson.loads(raw_body)
+    except strictjson.NotStrictJson as error:
+        raise InvalidPayload(str(error)) from None
     if not isinstance(payload, dict):
         raise InvalidPayload("body must be a JSON object")
     return payload

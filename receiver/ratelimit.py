@@ -88,8 +88,9 @@ class RateLimits:
             for key, limit in limits.items()
         }
 
-    def slot(self, service: str, action: str) -> AbstractContextManager[None]:
-        return self._limiters[(service, action)].slot()
+    def slot(self, service: str, action: str, deadline: float | None = None) -> AbstractContextManager[None]:
+        """A slot of the action's limit; RateLimitTimeout rather than waiting past `deadline` (monotonic)."""
+        return self._limiters[(service, action)].slot(deadline)
 
 
 # Listing tasks is shared by two kinds of process on a host: the sweeper walks

@@ -7,7 +7,6 @@ callback: forward an event, reject it with a reason, or look again later.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
@@ -25,6 +24,10 @@ REDACTED = "***"
 UNKNOWN_TASK = "unknown_task"
 NOTIFY_CONFIG_MISMATCH = "notify_config_mismatch"
 SESSION_MISMATCH = "session_mismatch"
+EVENT_TYPE_MISMATCH = "event_type_mismatch"
+UNKNOWN_FILE = "unknown_file"  # NewFileUpload: DescribeMediaInfos does not know the file
+UNCONFIRMED = "unconfirmed"  # FileDeleted: a file of the event still exists
+UNRECONCILABLE = "unreconcilable"  # a VOD event with neither task nor file to ask about
 
 # Statuses after which a task does not change any more.
 FINAL_STATUSES = {"mps": {"FINISH"}, "vod": {"FINISH"}, "ams": {"FINISH", "ERROR", "CANCELLED"}}
@@ -61,6 +64,9 @@ class DescribeCall:
 @dataclass(frozen=True)
 class Forward:
     event: dict[str, Any]
+    # False when the event says another status than the callback claimed (the
+    # task moved on, or never got there): a later copy is then reconciled afresh.
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,47 @@ def _read_task_state(call: DescribeCall, answer: dict[str, Any]) -> TaskState:
     )
 
 
+# --- event type against task type ------------------------------------------------------
+
+# Event names whose task type is not the event name without its suffix.
+_VOD_EVENT_TASK_ALIASES = {
+    "pull": {"pullupload"},
+    "createsnapshotbytimeoffset": {"snapshotbytimeoffset"},
+    "createimagesprite": {"imagesprite"},
+}
+_MPS_EVENT_TASK_TYPES = {
+    "WorkflowTask": {"WorkflowTask"},
+    "EditMediaTask": {"EditMediaTask"},
+    "ScheduleTask": {"ScheduleTask"},
+    "BatchTask": {"BatchTask"},
+    "ExtractBlindWatermark": {"ExtractBlindWatermark", "ExtractBlindWatermarkTask"},
+}
+
+
+def _stem(name: str, suffixes: tuple[str, ...]) -> str:
+    for suffix in suffixes:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)].lower()
+    return name.lower()
+
+
+def event_type_fits(source: str, event_type: str, task_type: str | None) -> bool:
+    """Whether a callback of `event_type` can be about a task of `task_type` (SPEC 6).
+
+    A VOD `TranscodeComplete` for a `Procedure` task does not: its event is
+    named after its task (`ProcedureStateChanged`, `EditMediaComplete`,
+    `AigcImageTaskComplete` for `AigcImageTask`). An answer without a task type
+    says nothing against the callback.
+    """
+    if task_type is None or source == "ams":
+        return True
+    if source == "mps":
+        return task_type in _MPS_EVENT_TASK_TYPES.get(event_type, {event_type})
+    event = _stem(event_type, ("StateChanged", "TaskComplete", "Complete"))
+    task = _stem(task_type, ("Task",))
+    return task == event or task in _VOD_EVENT_TASK_ALIASES.get(event, set())
+
+
 # --- checks ----------------------------------------------------------------------------
 
 
@@ -229,6 +276,8 @@ def check(
     if (swept and config is None and record.source == "mps" and call is not None
             and call.action != "DescribeImageTaskDetail"):
         return Reject(NOTIFY_CONFIG_MISMATCH, "task has no TaskNotifyConfig")
+    if config is not None and not isinstance(config, dict):
+        return Reject(NOTIFY_CONFIG_MISMATCH, "the task's TaskNotifyConfig is not an object")
     if isinstance(config, dict):
         expected = f"{receiver_url}/callbacks/{record.source}"
         if config.get("NotifyType") != "URL" or not notify_url_matches(config.get("NotifyUrl") or "", expected):
@@ -238,15 +287,21 @@ def check(
             record.session_context, state.session_context
         ):
             return Reject(SESSION_MISMATCH, "SessionId or SessionContext differs from the task's own")
+    if not event_type_fits(record.source, record.event_type, state.task_type):
+        return Reject(EVENT_TYPE_MISMATCH, f"a {record.event_type!r} callback for a {state.task_type!r} task")
     return None
 
 
 # --- the event -------------------------------------------------------------------------
 
 
-def event_id(source: str, subject: str, status: str | None) -> str:
-    """Deterministic: one state of one task gives one id, whichever callback led to it."""
-    material = json.dumps([SCHEMA_VERSION, source, subject, status])
+def event_id(source: str, event_type: str, subject: str, status: str | None) -> str:
+    """Deterministic: one state of one task gives one id, whichever callback led to it.
+
+    The event type is part of it, so a forged callback of another event type
+    can never take the id of the genuine event (SPEC 7).
+    """
+    material = json.dumps([SCHEMA_VERSION, source, event_type, subject, status])
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
@@ -258,20 +313,38 @@ def _redact_url(url: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query, safe="*")))
 
 
+def is_secret_name(key: Any) -> bool:
+    """NotifyKey, and the credentials of S3InputInfo, S3OutputStorage, AwsSQS (S3SecretId, S3SecretKey, ...)."""
+    return isinstance(key, str) and (key == "NotifyKey" or key.endswith(("SecretId", "SecretKey")))
+
+
 def redact(value: Any) -> Any:
-    """A copy with NotifyKey values and NotifyUrl tokens replaced by ***, nothing else changed."""
-    if isinstance(value, list):
-        return [redact(item) for item in value]
-    if not isinstance(value, dict):
+    """A copy with secrets and NotifyUrl tokens replaced by ***, nothing else changed, at any depth.
+
+    Iterative, not recursive: an answer nested deeper than the interpreter's
+    stack is still redacted rather than failing its record.
+    """
+    if not isinstance(value, dict | list):
         return value
-    result = {}
-    for key, item in value.items():
-        if key == "NotifyKey" and isinstance(item, str) and item:
-            result[key] = REDACTED
-        elif key == "NotifyUrl" and isinstance(item, str):
-            result[key] = _redact_url(item)
-        else:
-            result[key] = redact(item)
+    result: Any = {} if isinstance(value, dict) else []
+    stack = [(value, result)]
+    while stack:
+        source, target = stack.pop()
+        items = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, item in items:
+            if isinstance(source, dict) and is_secret_name(key) and isinstance(item, str) and item:
+                copied: Any = REDACTED
+            elif isinstance(source, dict) and key == "NotifyUrl" and isinstance(item, str):
+                copied = _redact_url(item)
+            elif isinstance(item, dict | list):
+                copied = {} if isinstance(item, dict) else []
+                stack.append((item, copied))
+            else:
+                copied = item
+            if isinstance(target, dict):
+                target[key] = copied
+            else:
+                target.append(copied)
     return result
 
 
@@ -293,10 +366,10 @@ def build_event(
 ) -> dict[str, Any]:
     """The normalized event of one Describe answer (`record` is None for a swept task)."""
     finished = state.status in FINAL_STATUSES[source]
-    detail = {k: v for k, v in copy.deepcopy(answer).items() if k != "RequestId"}
+    detail = redact({k: v for k, v in answer.items() if k != "RequestId"})
     return {
         "schema_version": SCHEMA_VERSION,
-        "event_id": event_id(source, task_id, state.status),
+        "event_id": event_id(source, event_type, task_id, state.status),
         "source": source,
         "event_type": event_type,
         "task_id": task_id,
@@ -314,16 +387,16 @@ def build_event(
         "received_at": iso(record.received_at) if record and record.origin != ORIGIN_SWEEPER else None,
         "reconciled_at": iso(reconciled_at),
         "reconciled_with": call.label,
-        "detail": redact(detail),
+        "detail": detail,
     }
 
 
 def unreconciled_event(record: CallbackRecord, body: dict[str, Any]) -> dict[str, Any]:
-    """A VOD file event: nothing to describe, forwarded after its signature check."""
+    """A VOD event with nothing to describe, forwarded on its signature alone (VOD_FORWARD_UNRECONCILED=true)."""
     detail = {k: v for k, v in body.items() if k not in ("Sign", "T")}
     return {
         "schema_version": SCHEMA_VERSION,
-        "event_id": event_id(record.source, record.dedup_key, record.event_type),
+        "event_id": event_id(record.source, record.event_type, record.dedup_key, None),
         "source": record.source,
         "event_type": record.event_type,
         "task_id": None,
@@ -367,4 +440,73 @@ def judge(
         return LookAgain(f"callback says {record.claimed_status}, Describe still says {state.status}")
     task_id = record.task_id or call.params["TaskId"]  # a BatchTask found through its SessionId
     event = build_event(record, source, record.event_type, task_id, call, answer, state, reconciled_at)
-    return Forward(event)
+    return Forward(event, confirmed=record.claimed_status in (None, state.status))
+
+
+# --- VOD file events ---------------------------------------------------------------------
+
+
+def media_infos_call(file_ids: list[str], vod_subapp_id: int | None) -> DescribeCall:
+    """One DescribeMediaInfos for up to 20 files (SPEC 6)."""
+    params: dict[str, Any] = {"FileIds": file_ids}
+    if vod_subapp_id is not None:
+        params["SubAppId"] = vod_subapp_id
+    return DescribeCall("vod", "DescribeMediaInfos", params)
+
+
+def judge_file_event(
+    record: CallbackRecord,
+    file_ids: list[str],
+    found: dict[str, dict[str, Any]],
+    missing: set[str],
+    reconciled_at: float,
+    patience_left: bool,
+) -> Verdict:
+    """A NewFileUpload needs its file in MediaInfoSet; a FileDeleted every file in NotExistFileIdSet.
+
+    `found` maps the file ids DescribeMediaInfos returned to their MediaInfo,
+    `missing` holds its NotExistFileIdSet; a file can take a moment to appear
+    or to go, so both wait for the patience before rejecting.
+    """
+    call = DescribeCall("vod", "DescribeMediaInfos", {})
+    if record.event_type == "NewFileUpload":
+        [file_id] = file_ids
+        info = found.get(file_id)
+        if info is None:
+            if patience_left:
+                return LookAgain(f"file {file_id} is not known to DescribeMediaInfos yet")
+            return Reject(UNKNOWN_FILE, f"DescribeMediaInfos does not know file {file_id}")
+        detail: dict[str, Any] = redact(info)
+        basic = info.get("BasicInfo") if isinstance(info.get("BasicInfo"), dict) else {}
+        created_at = basic.get("CreateTime") or None
+        subject = f"file:{file_id}"
+    else:
+        still_there = [file_id for file_id in file_ids if file_id not in missing]
+        if still_there or not file_ids:
+            if patience_left and file_ids:
+                return LookAgain(f"{len(still_there)} file(s) of the event still exist")
+            return Reject(UNCONFIRMED, f"{len(still_there)} of {len(file_ids)} file(s) still exist")
+        detail = {"NotExistFileIdSet": list(file_ids)}
+        created_at = None
+        subject = "files:" + ",".join(sorted(file_ids))
+    return Forward({
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event_id(record.source, record.event_type, subject, None),
+        "source": record.source,
+        "event_type": record.event_type,
+        "task_id": None,
+        "task_type": None,
+        "status": None,
+        "succeeded": None,
+        "error_code": None,
+        "error_message": None,
+        "session_id": None,
+        "session_context": None,
+        "created_at": created_at,
+        "started_at": None,
+        "finished_at": None,
+        "received_at": iso(record.received_at),
+        "reconciled_at": iso(reconciled_at),
+        "reconciled_with": call.label,
+        "detail": detail,
+    })

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from receiver.config import Settings
+from receiver.sinks import NOT_ALLOWED_BY_SQS, encode_event
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,6 @@ RETRYABLE_SENDER_CODES = frozenset({
     "RequestThrottled", "ThrottlingException", "Throttling", "KmsThrottled", "KMS.ThrottlingException",
 })
 
-# Characters SQS accepts in a body or attribute value: #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD #x10000-#x10FFFF.
-_NOT_ALLOWED_BY_SQS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class SqsSinkError(RuntimeError):
@@ -92,17 +90,8 @@ class _Entry:
 
 
 def event_body(event: dict[str, Any]) -> str:
-    """The event as compact JSON that SQS accepts.
-
-    UTF-8 is kept as is (smaller than \\u escapes, which matters against the
-    size limit), unless the text holds a character SQS refuses in a body (a
-    lone surrogate from a callback's JSON, U+FFFE, U+FFFF): then the whole body
-    is ASCII with JSON escapes, which decodes to the very same event.
-    """
-    body = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-    if _NOT_ALLOWED_BY_SQS.search(body):
-        body = json.dumps(event, ensure_ascii=True, separators=(",", ":"))
-    return body
+    """The event as compact JSON that SQS accepts (`receiver.sinks.encode_event`)."""
+    return encode_event(event)
 
 
 def message_attributes(event: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -118,10 +107,20 @@ def message_attributes(event: dict[str, Any]) -> dict[str, dict[str, str]]:
         if value is None or value == "":
             continue
         text = str(value)
-        if _NOT_ALLOWED_BY_SQS.search(text):
+        if NOT_ALLOWED_BY_SQS.search(text):
             continue
         attributes[key] = {"DataType": "String", "StringValue": text}
     return attributes
+
+
+def message_group(event: dict[str, Any]) -> str:
+    """A FIFO queue's group: the task, or for a VOD file event its file (SPEC 7), so each stays in order."""
+    if event.get("task_id"):
+        return str(event["task_id"])
+    detail = event.get("detail") if isinstance(event.get("detail"), dict) else {}
+    files = detail.get("NotExistFileIdSet") if isinstance(detail.get("NotExistFileIdSet"), list) else []
+    file_id = detail.get("FileId") or (sorted(map(str, files))[0] if files else None)
+    return str(file_id) if file_id else event["event_id"]
 
 
 def message_size(body: str, attributes: dict[str, dict[str, str]]) -> int:
@@ -270,7 +269,7 @@ class SqsSink:
                 )
         fields: dict[str, Any] = {"MessageBody": body, "MessageAttributes": attributes}
         if self.fifo:
-            fields["MessageGroupId"] = event.get("task_id") or event_id
+            fields["MessageGroupId"] = message_group(event)
             fields["MessageDeduplicationId"] = event_id
         return _Entry(event_id, fields, size)
 

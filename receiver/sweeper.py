@@ -265,7 +265,7 @@ class Sweeper:
         """Put in the inbox each listed task whose final event is not known forwarded."""
         if not listed:
             return
-        ids = {task_id: event_id(source, task_id, status) for _, task_id, status in listed}
+        ids = {task_id: event_id(source, event_type, task_id, status) for event_type, task_id, status in listed}
         forwarded = self.inbox.known_forwarded(sorted(set(ids.values())))
         now = self.clock()
         records: list[CallbackRecord] = []

@@ -11,6 +11,7 @@ import enum
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
 from tencentcloud.ams.v20201229 import ams_client
 from tencentcloud.common import credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
@@ -24,6 +25,8 @@ from receiver.ratelimit import RateLimits
 from receiver.reconcile import DescribeCall
 
 REQUEST_TIMEOUT_SECONDS = 10
+# Not a Tencent Cloud code: an answer we cannot read is retried, then buried (Failure.OTHER).
+UNREADABLE_ANSWER = "ClientError.UnreadableAnswer"
 
 _CLIENT_CLASSES = {"mps": mps_client.MpsClient, "vod": vod_client.VodClient, "ams": ams_client.AmsClient}
 
@@ -69,13 +72,22 @@ class TencentCloud:
                 cred, settings.tencentcloud_region, ClientProfile(httpProfile=http_profile)
             )
 
-    def call(self, call: DescribeCall) -> dict[str, Any]:
-        """The ``Response`` object of one call; raises TencentCloudSDKException."""
-        with self._limits.slot(call.service, call.action):
+    def call(self, call: DescribeCall, deadline: float | None = None) -> dict[str, Any]:
+        """The ``Response`` object of one call; raises TencentCloudSDKException.
+
+        With a `deadline` (time.monotonic()), raises RateLimitTimeout instead of
+        waiting past it for a slot of the action's limit.
+        """
+        with self._limits.slot(call.service, call.action, deadline):
             try:
                 answer = self._clients[call.service].call_json(call.action, dict(call.params))
             except TencentCloudSDKException:
                 raise
-            except Exception as error:  # noqa: BLE001 - the SDK lets some network errors through
+            except (OSError, requests.RequestException) as error:  # the SDK lets some network errors through
                 raise TencentCloudSDKException("ClientNetworkError", type(error).__name__) from error
-        return answer["Response"]
+            except Exception as error:  # noqa: BLE001 - an answer the SDK cannot read (deep nesting, not JSON)
+                raise TencentCloudSDKException(UNREADABLE_ANSWER, type(error).__name__) from error
+        response = answer.get("Response") if isinstance(answer, dict) else None
+        if not isinstance(response, dict):
+            raise TencentCloudSDKException(UNREADABLE_ANSWER, "the answer has no Response object")
+        return response

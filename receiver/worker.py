@@ -2,16 +2,22 @@
 
 Reads top to bottom like the loop it is (SPEC 6, 8):
 
-1. claim a batch of due inbox records under a lease (an expired lease is
-   claimed again, so a crashed worker loses nothing);
-2. group the callbacks of one task, so that they share one Describe call;
-3. judge each callback against the authoritative answer: forward, reject
-   with a reason, or look again later (the answer lags the callback);
-4. forward the events not forwarded before, then mark the records done.
+1. claim a batch of due inbox records under a lease, by priority (first
+   calls, look-agains, swept tasks); an expired lease is claimed again, so a
+   crashed worker loses nothing;
+2. plan the Describe calls: the callbacks of one task share one call, VOD
+   file events share one DescribeMediaInfos per 20 files;
+3. make the calls in priority order within the pass's budget
+   (`receiver.scheduler`) and judge each callback against its answer into a
+   verdict: forward, reject with a reason, retry (look again later, or try
+   again after an error), bury, or defer (no slot left this pass);
+4. forward the events not forwarded before;
+5. settle every verdict in one place (`_settlement`).
 
-Failures keep records in the inbox with a backoff: Tencent Cloud trouble and
-refused credentials never drop an event; a failing sink or an unexplained
-error makes it a dead letter after MAX_ATTEMPTS.
+Each record is judged on its own: an answer or an exception that breaks one
+record makes that record retry and, after MAX_ATTEMPTS, a dead letter; the
+rest of its batch goes on. Tencent Cloud trouble and refused credentials never
+drop an event.
 """
 
 from __future__ import annotations
@@ -28,30 +34,34 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from receiver.callbacks import RESOLVE_BY_SESSION_ID, RESOLVE_NOTHING
+from receiver.batch_sessions import BatchSessionIndex
+from receiver.callbacks import RESOLVE_BY_SESSION_ID, RESOLVE_BY_TASK_ID, VOD_FILE_EVENTS, file_ids
 from receiver.config import Settings
-from receiver.inbox import ClaimedRecord, EventStillInProgress, Inbox, open_configured_inbox
+from receiver.inbox import ClaimedRecord, EventStillInProgress, Inbox, Outcome, Settlement, open_configured_inbox
 from receiver.logs import configure_logging
 from receiver.ratelimit import RateLimits, worker_limits
 from receiver.reconcile import (
     FINAL_STATUSES,
     UNKNOWN_TASK,
+    UNRECONCILABLE,
     DescribeCall,
     Forward,
     LookAgain,
     Reject,
     describe_call,
-    iso,
     judge,
+    judge_file_event,
+    media_infos_call,
     unreconciled_event,
 )
-from receiver.sinks import Sink, open_sink
+from receiver.scheduler import Deferred, PassBudget, look_again_at
+from receiver.sinks import Sink, encode_event, open_sink
 from receiver.tencentcloud import Failure, TencentCloud, classify
 from schemas.event import NormalizedEventSchema
 
@@ -63,10 +73,9 @@ IDLE_POLL_SECONDS = 0.2
 LOOK_AGAIN_SECONDS = 1.0
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 15.0
-DROPPED_UNRECONCILED = "dropped_unreconciled"
-# How many MPS DescribeTasks pages a BatchTask without task id may cost.
-SESSION_SEARCH_MAX_PAGES = 10
-# Final answers and BatchTask sessions kept in memory; the oldest are forgotten first.
+NO_CREDENTIALS_RETRY_SECONDS = 30.0
+MEDIA_INFOS_PER_CALL = 20  # DescribeMediaInfos takes at most 20 FileIds
+# Final answers kept in memory; the oldest are forgotten first.
 MEMORY_ENTRIES = 10_000
 
 
@@ -85,11 +94,42 @@ class _Bounded(OrderedDict):
             self.popitem(last=False)
 
 
-@dataclass
-class _Batch:
-    """What one pass decided: the events to forward and the records they settle."""
+# --- verdicts beyond the pure ones of receiver.reconcile (Forward, Reject) ------------------
 
-    forward: list[tuple[ClaimedRecord, dict[str, Any]]] = field(default_factory=list)
+
+@dataclass(frozen=True)
+class Retry:
+    """Look again, or try again after an error, at `at`."""
+
+    error: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Bury:
+    error: str
+
+
+@dataclass(frozen=True)
+class Defer:
+    """Not worked on this pass: back to the inbox as it was."""
+
+
+Verdict = Forward | Reject | Retry | Bury | Defer
+Judged = list[tuple[ClaimedRecord, Verdict]]
+
+
+@dataclass
+class _Unit:
+    """Records answered by the same Describe call(s): one task, a set of files, or nothing to call."""
+
+    kind: str  # "task", "files", "session", "unreconcilable"
+    items: list[ClaimedRecord] = field(default_factory=list)
+    call: DescribeCall | None = None
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return min((item.priority, item.record.id) for item in self.items)
 
 
 class Worker:
@@ -109,8 +149,8 @@ class Worker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.clock = clock
         self.stopping = threading.Event()
-        self._final_answers: dict[tuple[str, str, str], dict[str, Any]] = _Bounded()
-        self._batch_sessions: dict[str, str] = _Bounded()  # BatchTask id -> its SessionId
+        self._final_answers: dict[str, dict[str, Any]] = _Bounded()
+        self._batch_sessions = BatchSessionIndex(settings.sweep_lookback_seconds, clock)
         self._health: dict[str, str] = {}
         self._schema = NormalizedEventSchema()
         # Events the sink took before a crash kept them from being marked: not again.
@@ -148,183 +188,214 @@ class Worker:
     def run_once(self) -> int:
         """Claim one batch and settle every record of it; return how many were claimed."""
         claimed = self.inbox.claim(self.owner, BATCH_SIZE, LEASE_SECONDS, self.clock())
-        batch = _Batch()
-        groups: dict[str, tuple[DescribeCall, list[ClaimedRecord]]] = {}
-        for item in claimed:
-            if item.record.resolve_by == RESOLVE_NOTHING:
-                self._unreconciled(item, batch)
-                continue
-            call = self._describe_call(item)
-            if call is not None:
-                key = json.dumps([call.service, call.action, call.params], sort_keys=True)
-                groups.setdefault(key, (call, []))[1].append(item)
-        for call, items in groups.values():
-            self._reconcile(call, items, batch)
-        self._forward(batch)
+        if not claimed:
+            return 0
+        budget = PassBudget(self.tencentcloud.call) if self.tencentcloud is not None else None
+        judged: Judged = []
+        for unit in sorted(self._plan(claimed), key=lambda u: u.order):
+            judged.extend(self._work(unit, budget))
+        judged = self._forward(judged)
+        now = self.clock()
+        self.inbox.settle(self.owner, [self._settlement(item, verdict, now) for item, verdict in judged], now)
         return len(claimed)
 
-    # --- steps ------------------------------------------------------------------------
+    # --- planning ---------------------------------------------------------------------
 
-    def _unreconciled(self, item: ClaimedRecord, batch: _Batch) -> None:
-        if self.settings.vod_forward_unreconciled:
-            batch.forward.append((item, unreconciled_event(item.record, json.loads(item.record.body))))
-        else:
-            self.inbox.reject(self.owner, item.record.id, DROPPED_UNRECONCILED, self.clock())
+    def _plan(self, claimed: list[ClaimedRecord]) -> Iterator[_Unit]:
+        tasks: dict[str, _Unit] = {}
+        files: list[ClaimedRecord] = []
+        for item in claimed:
+            record = item.record
+            if record.resolve_by == RESOLVE_BY_TASK_ID and record.task_id:
+                call = describe_call(record, self.settings.vod_subapp_id)
+                assert call is not None
+                key = json.dumps([call.service, call.action, call.params], sort_keys=True)
+                tasks.setdefault(key, _Unit("task", call=call)).items.append(item)
+            elif record.resolve_by == RESOLVE_BY_SESSION_ID:
+                yield _Unit("session", [item])
+            elif record.source == "vod" and record.event_type in VOD_FILE_EVENTS:
+                files.append(item)
+            else:
+                yield _Unit("unreconcilable", [item])
+        yield from tasks.values()
+        yield from _file_units(files)
 
-    def _describe_call(self, item: ClaimedRecord) -> DescribeCall | None:
-        record = item.record
-        if record.resolve_by != RESOLVE_BY_SESSION_ID:
-            return describe_call(record, self.settings.vod_subapp_id)
-        if not record.session_id:
-            self.inbox.reject(self.owner, record.id, UNKNOWN_TASK, self.clock())
-            return None
-        if self.tencentcloud is None:
-            self._wait_for_credentials(item)
-            return None
+    # --- working: calls and verdicts, one unit at a time ------------------------------
+
+    def _work(self, unit: _Unit, budget: PassBudget | None) -> Judged:
+        """The verdicts of one unit; whatever goes wrong stays with its records."""
+        if unit.kind == "unreconcilable":
+            return [(item, self._unreconcilable(item)) for item in unit.items]
+        if budget is None:
+            now = self.clock()
+            return [(item, Retry("no Tencent Cloud credentials", now + NO_CREDENTIALS_RETRY_SECONDS))
+                    for item in unit.items]
         try:
-            task_id = self._find_batch_task(record.session_id, record.received_at)
+            if unit.kind == "files":
+                return self._describe_files(unit.items, budget)
+            if unit.kind == "session":
+                return self._describe_batch_by_session(unit.items[0], budget)
+            assert unit.call is not None
+            return self._describe_task(unit.call, unit.items, budget)
+        except Deferred:
+            return [(item, Defer()) for item in unit.items]
         except TencentCloudSDKException as error:
-            self._after_failure(item, classify(error), error)
-            return None
-        if task_id is None:
-            self._after_failure(item, Failure.NOT_FOUND, None)
-            return None
-        return DescribeCall("mps", "DescribeBatchTaskDetail", {"TaskId": task_id})
+            failure = classify(error)
+            if failure is Failure.OTHER and len(unit.items) > 1 and unit.kind == "files":
+                # One file id the API refuses must not hold up the others: ask for each record alone.
+                return [judged for item in unit.items for judged in self._work(_Unit("files", [item]), budget)]
+            if failure is Failure.CREDENTIALS:
+                self._report("tencentcloud", "failing", _describe_error(error))
+            return [(item, self._failed(item, failure, error)) for item in unit.items]
+        except Exception as error:  # noqa: BLE001 - an answer this code cannot handle: these records alone
+            log.exception("reconciling %d record(s) failed", len(unit.items))
+            return [(item, self._failed(item, Failure.OTHER, error)) for item in unit.items]
 
-    def _find_batch_task(self, session_id: str, received_at: float) -> str | None:
-        """The BatchTask with this SessionId: recent tasks listed, then described (SPEC 6)."""
-        assert self.tencentcloud is not None
-        for task_id, known_session in self._batch_sessions.items():
-            if known_session == session_id:
-                return task_id
-        window = {
-            "StartTime": iso(received_at - self.settings.sweep_lookback_seconds),
-            "EndTime": iso(received_at + 60),
-        }
-        for status in ("FINISH", "PROCESSING", "WAITING"):
-            token = None
-            for _ in range(SESSION_SEARCH_MAX_PAGES):
-                params = {"Status": status, "Limit": 100, **window}
-                if token:
-                    params["ScrollToken"] = token
-                page = self.tencentcloud.call(DescribeCall("mps", "DescribeTasks", params))
-                for task in page.get("TaskSet") or []:
-                    task_id = task.get("TaskId")
-                    if task.get("TaskType") != "BatchTask" or task_id in self._batch_sessions:
-                        continue
-                    detail = self.tencentcloud.call(
-                        DescribeCall("mps", "DescribeBatchTaskDetail", {"TaskId": task_id})
-                    )
-                    self._batch_sessions[task_id] = detail.get("SessionId") or ""
-                    if self._batch_sessions[task_id] == session_id:
-                        return task_id
-                token = page.get("ScrollToken")
-                if not token:
-                    break
-        return None
-
-    def _reconcile(self, call: DescribeCall, items: list[ClaimedRecord], batch: _Batch) -> None:
+    def _describe_task(self, call: DescribeCall, items: list[ClaimedRecord], budget: PassBudget) -> Judged:
         """One Describe call for every pending callback of one task."""
-        if self.tencentcloud is None:
-            for item in items:
-                self._wait_for_credentials(item)
-            return
-        key = (call.service, call.action, json.dumps(call.params, sort_keys=True))
+        key = json.dumps([call.service, call.action, call.params], sort_keys=True)
         answer = self._final_answers.get(key)
         if answer is None:
-            try:
-                answer = self.tencentcloud.call(call)
-            except TencentCloudSDKException as error:
-                failure = classify(error)
-                for item in items:
-                    self._after_failure(item, failure, error)
-                return
+            answer = budget.call(call)
             self._report("tencentcloud", "ok", "")
             if answer.get("Status") in FINAL_STATUSES[call.service]:
                 # A final state does not change: later callbacks of the task need no new call.
                 self._final_answers[key] = answer
         now = self.clock()
+        patience = self.settings.consistency_patience_seconds
+        judged: Judged = []
         for item in items:
-            record = item.record
-            verdict = judge(
-                record, call, answer, self.settings.receiver_public_url, now,
-                patience_left=now - record.received_at < self.settings.consistency_patience_seconds,
-            )
-            if isinstance(verdict, Forward):
-                batch.forward.append((item, verdict.event))
-            elif isinstance(verdict, Reject):
-                log.warning("rejected callback %s (%s): %s", record.id, verdict.reason, verdict.detail)
-                self.inbox.reject(self.owner, record.id, verdict.reason, now)
-            elif isinstance(verdict, LookAgain):
-                self.inbox.retry_later(self.owner, record.id, verdict.detail, now + LOOK_AGAIN_SECONDS, now)
+            try:
+                verdict = judge(item.record, call, answer, self.settings.receiver_public_url, now,
+                                patience_left=now - item.waiting_since < patience)
+            except Exception as error:  # noqa: BLE001 - an answer this record cannot be judged by
+                log.exception("judging callback %s failed", item.record.id)
+                judged.append((item, self._failed(item, Failure.OTHER, error)))
+                continue
+            judged.append((item, self._looked(item, verdict, now, patience)))
+        return judged
 
-    def _forward(self, batch: _Batch) -> None:
-        """Send each event once per deployment, then settle the records behind them."""
-        if not batch.forward:
-            return
+    def _describe_batch_by_session(self, item: ClaimedRecord, budget: PassBudget) -> Judged:
+        """A BatchTask callback without task id: its task found through its SessionId (SPEC 6)."""
+        record = item.record
+        if not record.session_id:
+            return [(item, Reject(UNKNOWN_TASK, "a BatchTask callback with neither task id nor SessionId"))]
+        task_id = self._batch_sessions.find(record.session_id, budget.call)
+        if task_id is None:
+            return [(item, self._failed(item, Failure.NOT_FOUND, None))]
+        return self._describe_task(DescribeCall("mps", "DescribeBatchTaskDetail", {"TaskId": task_id}), [item],
+                                   budget)
+
+    def _describe_files(self, items: list[ClaimedRecord], budget: PassBudget) -> Judged:
+        """VOD NewFileUpload / FileDeleted: one DescribeMediaInfos per 20 files of the unit."""
+        wanted = {item.record.id: file_ids(item.record) for item in items}
+        unique = list(dict.fromkeys(file_id for ids in wanted.values() for file_id in ids))
+        found: dict[str, dict[str, Any]] = {}
+        missing: set[str] = set()
+        for start in range(0, len(unique), MEDIA_INFOS_PER_CALL):
+            answer = budget.call(media_infos_call(unique[start:start + MEDIA_INFOS_PER_CALL],
+                                                  self.settings.vod_subapp_id))
+            for info in answer.get("MediaInfoSet") or []:
+                if isinstance(info, dict) and isinstance(info.get("FileId"), str):
+                    found[info["FileId"]] = info
+            missing.update(i for i in answer.get("NotExistFileIdSet") or [] if isinstance(i, str))
+        self._report("tencentcloud", "ok", "")
         now = self.clock()
-        ids = list({event["event_id"] for _, event in batch.forward})
+        patience = self.settings.not_found_patience_seconds
+        judged: Judged = []
+        for item in items:
+            verdict = judge_file_event(item.record, wanted[item.record.id], found, missing, now,
+                                       patience_left=now - item.waiting_since < patience)
+            judged.append((item, self._looked(item, verdict, now, patience)))
+        return judged
+
+    def _unreconcilable(self, item: ClaimedRecord) -> Verdict:
+        """A VOD event with neither task nor file: forwarded on its signature only if the operator asks."""
+        if self.settings.vod_forward_unreconciled:
+            return Forward(unreconciled_event(item.record, json.loads(item.record.body)))
+        return Reject(UNRECONCILABLE, f"a {item.record.event_type!r} event names no task or file to describe")
+
+    def _looked(self, item: ClaimedRecord, verdict: Any, now: float, patience: float) -> Verdict:
+        """A lagging answer becomes a look-again, backing off within the record's patience."""
+        if isinstance(verdict, LookAgain):
+            return Retry(verdict.detail, look_again_at(now, item.attempts, item.waiting_since + patience))
+        return verdict
+
+    def _failed(self, item: ClaimedRecord, failure: Failure, error: BaseException | None) -> Verdict:
+        now, message = self.clock(), _describe_error(error)
+        if failure is Failure.NOT_FOUND:
+            # A task created a moment ago may not be visible to Describe yet.
+            patience = self.settings.not_found_patience_seconds
+            if now - item.waiting_since < patience:
+                return Retry(message, look_again_at(now, item.attempts, item.waiting_since + patience))
+            return Reject(UNKNOWN_TASK, message)
+        if failure is Failure.OTHER and item.attempts >= self.settings.max_attempts:
+            log.error("callback %s is a dead letter after %d attempts: %s", item.record.id, item.attempts, message)
+            return Bury(message)
+        return Retry(message, now + backoff(item.attempts))
+
+    # --- forwarding -------------------------------------------------------------------
+
+    def _forward(self, judged: Judged) -> Judged:
+        """Send each event once per deployment; what the sink took stays Forward, the rest becomes a retry."""
+        outgoing: Judged = []
+        result: Judged = []
+        for item, verdict in judged:
+            if not isinstance(verdict, Forward):
+                result.append((item, verdict))
+                continue
+            try:  # an event that cannot be forwarded fails its own record, not the batch
+                self._schema.load(verdict.event)
+                encode_event(verdict.event)
+            except Exception as error:  # noqa: BLE001 - invalid or unencodable: retried, then buried
+                log.error("the event of callback %s cannot be forwarded: %s", item.record.id, error)
+                result.append((item, self._failed(item, Failure.OTHER, error)))
+                continue
+            outgoing.append((item, verdict))
+        if not outgoing:
+            return result
+        now = self.clock()
+        ids = list({verdict.event["event_id"] for _, verdict in outgoing})
         try:
             seen = self.inbox.already_forwarded(ids)
         except EventStillInProgress as error:
             # Another worker is sending one of these right now: look again once it is done.
-            for item, _ in batch.forward:
-                self.inbox.retry_later(self.owner, item.record.id, str(error), now + LOOK_AGAIN_SECONDS, now)
-            return
+            return result + [(item, Retry(str(error), now + LOOK_AGAIN_SECONDS)) for item, _ in outgoing]
         fresh: dict[str, dict[str, Any]] = {}
-        for _, event in batch.forward:
-            if event["event_id"] not in seen:
-                fresh.setdefault(event["event_id"], event)
+        for _, verdict in outgoing:
+            if verdict.event["event_id"] not in seen:
+                fresh.setdefault(verdict.event["event_id"], verdict.event)
         try:
-            for event in fresh.values():
-                self._schema.load(event)
             self.sink.send(list(fresh.values()))
-        except Exception as error:  # noqa: BLE001 - any sink failure, or an invalid event, keeps them
+        except Exception as error:  # noqa: BLE001 - any sink failure keeps the events it did not take
             self._report("sink", "failing", type(error).__name__)
-            self._settle_partly_sent(batch, seen | set(getattr(error, "delivered", ())), error)
-            return
+            delivered = sorted(set(fresh) & set(getattr(error, "delivered", ())))
+            self.inbox.mark_forwarded(delivered, now)
+            sent = seen | set(delivered)
+            return result + [
+                (item, verdict if verdict.event["event_id"] in sent else self._failed(item, Failure.OTHER, error))
+                for item, verdict in outgoing
+            ]
         self.inbox.mark_forwarded(list(fresh), now)
-        self.inbox.mark_done(self.owner, [item.record.id for item, _ in batch.forward], now)
         self._report("sink", "ok", "")
         if fresh:
-            log.info("forwarded %d event(s) for %d callback(s)", len(fresh), len(batch.forward))
+            log.info("forwarded %d event(s) for %d callback(s)", len(fresh), len(outgoing))
+        return result + outgoing
 
-    def _settle_partly_sent(self, batch: _Batch, sent: set[str], error: BaseException) -> None:
-        """After a sink failure: what the sink did take is done; the rest waits in the inbox."""
-        now = self.clock()
-        delivered = sorted({event["event_id"] for _, event in batch.forward} & sent)
-        self.inbox.mark_forwarded(delivered, now)
-        done = []
-        for item, event in batch.forward:
-            if event["event_id"] in sent:
-                done.append(item.record.id)
-            else:
-                self._after_failure(item, Failure.OTHER, error)
-        self.inbox.mark_done(self.owner, done, now)
+    # --- settling: every verdict becomes an inbox outcome here --------------------------
 
-    # --- failures ---------------------------------------------------------------------
-
-    def _after_failure(self, item: ClaimedRecord, failure: Failure, error: BaseException | None) -> None:
-        record, now = item.record, self.clock()
-        message = _describe_error(error)
-        if failure is Failure.NOT_FOUND:
-            # A task created a moment ago may not be visible to Describe yet.
-            if now - record.received_at < self.settings.not_found_patience_seconds:
-                self.inbox.retry_later(self.owner, record.id, message, now + LOOK_AGAIN_SECONDS * 2, now)
-            else:
-                self.inbox.reject(self.owner, record.id, UNKNOWN_TASK, now)
-            return
-        if failure is Failure.CREDENTIALS:
-            self._report("tencentcloud", "failing", message)
-        if failure is Failure.OTHER and item.attempts >= self.settings.max_attempts:
-            log.error("callback %s is a dead letter after %d attempts: %s", record.id, item.attempts, message)
-            self.inbox.bury(self.owner, record.id, message, now)
-            return
-        self.inbox.retry_later(self.owner, record.id, message, now + backoff(item.attempts), now)
-
-    def _wait_for_credentials(self, item: ClaimedRecord) -> None:
-        now = self.clock()
-        self.inbox.retry_later(self.owner, item.record.id, "no Tencent Cloud credentials", now + 30, now)
+    def _settlement(self, item: ClaimedRecord, verdict: Verdict, now: float) -> Settlement:
+        record_id = item.record.id
+        if isinstance(verdict, Forward):
+            return Settlement(record_id, Outcome.DONE if verdict.confirmed else Outcome.UNCONFIRMED)
+        if isinstance(verdict, Reject):
+            log.warning("rejected callback %s (%s): %s", record_id, verdict.reason, verdict.detail)
+            return Settlement(record_id, Outcome.REJECTED, verdict.reason)
+        if isinstance(verdict, Retry):
+            return Settlement(record_id, Outcome.RETRY, verdict.error, max(verdict.at, now))
+        if isinstance(verdict, Bury):
+            return Settlement(record_id, Outcome.DEAD, verdict.error)
+        return Settlement(record_id, Outcome.DEFERRED)
 
     def _report(self, component: str, status: str, detail: str) -> None:
         """Tell every web process's /readyz, once per change."""
@@ -335,6 +406,20 @@ class Worker:
             self.inbox.set_health(component, status, detail, self.clock())
         except Exception:  # noqa: BLE001 - health is advisory; never fail a pass for it
             log.warning("could not record %s health", component)
+
+
+def _file_units(items: list[ClaimedRecord]) -> Iterator[_Unit]:
+    """File events packed, in order, into units of at most 20 distinct files (one call each)."""
+    unit, files = _Unit("files"), set()
+    for item in items:
+        ids = set(file_ids(item.record))
+        if unit.items and len(files | ids) > MEDIA_INFOS_PER_CALL:
+            yield unit
+            unit, files = _Unit("files"), set()
+        unit.items.append(item)
+        files |= ids
+    if unit.items:
+        yield unit
 
 
 def _process_alive(pid: int) -> bool:

@@ -81,7 +81,7 @@ class Pipeline:
     """One emulator, one receiver and (while a test wants it) one worker process, wired together."""
 
     def __init__(self, tmp_path: Path, worker_in_web: bool = False, emulator: EmulatorProcess | None = None,
-                 **env: str):
+                 finish_after: float = 0.5, mps_describe_limit: int = MPS_DESCRIBE_LIMIT, **env: str):
         self.tmp_path = tmp_path
         self.sink_path = tmp_path / "events.jsonl"
         self.own_emulator = emulator is None
@@ -91,10 +91,10 @@ class Pipeline:
         self.notify_url = {p: f"{self.receiver.url}/callbacks/{p}?token={token}" for p in ("mps", "vod", "ams")}
         self.emulator = emulator or EmulatorProcess(
             tmp_path / "emulator.log",
-            "--processing-after", "0.2", "--finish-after", "0.5", "--callback-backoff", "0.2",
+            "--processing-after", "0.2", "--finish-after", str(finish_after), "--callback-backoff", "0.2",
             "--vod-notify-url", self.notify_url["vod"], "--vod-sign-key", VOD_KEY,
             "--image-notify-url", self.notify_url["mps"], "--image-notify-key", MPS_KEYS[0],
-            "--rate-limit", f"mps.DescribeTaskDetail={MPS_DESCRIBE_LIMIT}",
+            "--rate-limit", f"mps.DescribeTaskDetail={mps_describe_limit}",
             # Creating hundreds of tasks quickly is the tests' business, not what is under test.
             "--rate-limit", "mps.ProcessMedia=1000", "--rate-limit", "vod.ProcessMedia=1000",
             "--log-level", "WARNING",
@@ -108,7 +108,7 @@ class Pipeline:
             TENCENTCLOUD_VOD_ENDPOINT=self.emulator.url,
             TENCENTCLOUD_AMS_ENDPOINT=self.emulator.url,
             LOG_SINK_PATH=str(self.sink_path),
-            RATE_LIMIT_MPS_DESCRIBETASKDETAIL=str(MPS_DESCRIBE_LIMIT),
+            RATE_LIMIT_MPS_DESCRIBETASKDETAIL=str(mps_describe_limit),
             NOT_FOUND_PATIENCE_SECONDS="1",
             WORKER_IN_WEB="true" if worker_in_web else "false",
             **env,

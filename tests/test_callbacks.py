@@ -8,10 +8,12 @@ import pytest
 from marshmallow import ValidationError
 
 from receiver.callbacks import (
+    RESOLVE_BY_FILE_ID,
     RESOLVE_BY_SESSION_ID,
     RESOLVE_BY_TASK_ID,
     RESOLVE_NOTHING,
     extract_record,
+    file_ids,
 )
 from schemas.callbacks import AmsCallbackSchema, MpsNotificationSchema, VodEventSchema
 from tests import payloads
@@ -104,8 +106,14 @@ def test_vod_procedure_carries_its_session():
 
 
 @pytest.mark.parametrize("body", [payloads.vod_new_file_upload(), payloads.vod_file_deleted()])
-def test_vod_file_events_have_no_task(body):
+def test_vod_file_events_have_no_task_but_files(body):
     r = record("vod", body)
+    assert r.task_id is None and r.resolve_by == RESOLVE_BY_FILE_ID
+    assert file_ids(r) == ["5285890784246869930"]
+
+
+def test_other_vod_events_without_task_have_nothing_to_describe():
+    r = record("vod", {"EventType": "PersistenceComplete", "PersistenceCompleteEvent": {"FileId": "1"}})
     assert r.task_id is None and r.resolve_by == RESOLVE_NOTHING
 
 

@@ -92,7 +92,7 @@ def test_vod_file_events_accepted(receiver, body):
     response = post_vod(receiver.url, body)
     assert response.status_code == 200, response.text
     [row] = inbox_rows(receiver, id=response.json()["id"])
-    assert row["resolve_by"] == "none" and row["task_id"] is None
+    assert row["resolve_by"] == "file_id" and row["task_id"] is None
 
 
 def test_vod_t_as_a_string_of_digits(receiver):

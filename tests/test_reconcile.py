@@ -9,15 +9,21 @@ import pytest
 
 from receiver.callbacks import extract_record
 from receiver.reconcile import (
+    EVENT_TYPE_MISMATCH,
     NOTIFY_CONFIG_MISMATCH,
     SESSION_MISMATCH,
+    UNCONFIRMED,
+    UNKNOWN_FILE,
     DescribeCall,
     Forward,
     LookAgain,
     Reject,
     describe_call,
+    event_id,
+    event_type_fits,
     is_mps_image_task,
     judge,
+    judge_file_event,
     redact,
     unreconciled_event,
 )
@@ -193,9 +199,11 @@ def test_lagging_answer_is_asked_again_then_forwarded_as_is():
     wf = record("mps", payloads.mps_workflow(task_id="2500000000-WorkflowTask-ab", session_id="qwer123",
                                              session_context="asdzxcs"))
     call = describe_call(wf)
-    assert isinstance(judge(wf, call, answer, RECEIVER, T0, patience_left=True), LookAgain)
-    late = judge(wf, call, answer, RECEIVER, T0, patience_left=False)
+    workflow_answer = {**answer, "TaskType": "WorkflowTask"}
+    assert isinstance(judge(wf, call, workflow_answer, RECEIVER, T0, patience_left=True), LookAgain)
+    late = judge(wf, call, workflow_answer, RECEIVER, T0, patience_left=False)
     assert isinstance(late, Forward) and late.event["status"] == "PROCESSING"
+    assert not late.confirmed  # it claimed FINISH: a later copy is reconciled afresh
     assert isinstance(judge(rec, describe_call(rec), answer, RECEIVER, T0, True), Forward)
 
 
@@ -206,3 +214,76 @@ def test_redact_leaves_empty_keys_and_other_queries():
 
 def test_published_json_schema_matches_the_marshmallow_schema():
     assert JSON_SCHEMA_PATH.read_text() == render_json_schema(), "run: python -m schemas.event"
+
+
+# --- issue 9: secrets at any depth, event types, file events ------------------------------------
+
+
+def test_secrets_are_redacted_at_any_depth_and_nothing_else_changes():
+    secrets = {"S3SecretId": "AKIAEXAMPLE", "S3SecretKey": "s3-secret", "NotifyKey": "nk", "SecretKey": "sk",
+               "S3Bucket": "bucket", "EmptySecretKey": ""}
+    answer = {"InputInfo": {"Type": "AWS-S3", "S3InputInfo": dict(secrets)},
+              "TaskNotifyConfig": {"AwsSQS": dict(secrets), "NotifyUrl": "https://h/cb?token=t0k&x=1"}}
+    deep: dict = {"leaf": dict(secrets)}
+    for _ in range(5000):  # deeper than the interpreter's stack
+        deep = {"Nested": [deep]}
+    answer["Deep"] = deep
+    redacted = redact(answer)
+    for holder in (redacted["InputInfo"]["S3InputInfo"], redacted["TaskNotifyConfig"]["AwsSQS"]):
+        assert holder == {"S3SecretId": "***", "S3SecretKey": "***", "NotifyKey": "***", "SecretKey": "***",
+                          "S3Bucket": "bucket", "EmptySecretKey": ""}
+    assert redacted["TaskNotifyConfig"]["NotifyUrl"] == "https://h/cb?token=***&x=1"
+    node = redacted["Deep"]
+    for _ in range(5000):
+        node = node["Nested"][0]
+    assert node["leaf"]["S3SecretKey"] == "***" and answer["InputInfo"]["S3InputInfo"]["S3SecretKey"] == "s3-secret"
+
+
+@pytest.mark.parametrize("source, event_type, task_type, fits", [
+    ("vod", "ProcedureStateChanged", "Procedure", True),
+    ("vod", "TranscodeComplete", "Procedure", False),
+    ("vod", "EditMediaComplete", "EditMedia", True),
+    ("vod", "PullComplete", "PullUpload", True),
+    ("vod", "CreateSnapshotByTimeOffsetComplete", "SnapshotByTimeOffset", True),
+    ("vod", "RemoveWatermark", "RemoveWatermarkTask", True),
+    ("vod", "AigcImageTaskComplete", "AigcImageTask", True),
+    ("vod", "ProcedureStateChanged", "EditMedia", False),
+    ("vod", "ProcedureStateChanged", None, True),  # the answer says nothing against it
+    ("mps", "WorkflowTask", "WorkflowTask", True),
+    ("mps", "BatchTask", "WorkflowTask", False),
+    ("mps", "ExtractBlindWatermark", "ExtractBlindWatermarkTask", True),
+    ("mps", "EditMediaTask", "ScheduleTask", False),
+])
+def test_event_type_must_fit_the_authoritative_task_type(source, event_type, task_type, fits):
+    assert event_type_fits(source, event_type, task_type) is fits
+
+
+def test_a_forged_transcode_complete_for_a_procedure_task_is_rejected_and_ids_differ_by_event_type():
+    seed = payloads.seed_response("seed001_vod_describe_task_detail_example2")  # a Procedure task
+    task = seed["ProcedureTask"]
+    forged = record("vod", {"EventType": "TranscodeComplete", "TranscodeCompleteEvent": {
+        "TaskId": task["TaskId"], "Status": "FINISH", "SessionId": task.get("SessionId"),
+        "SessionContext": task.get("SessionContext")}})
+    verdict = judge(forged, describe_call(forged), seed, RECEIVER, T0, True)
+    assert isinstance(verdict, Reject) and verdict.reason == EVENT_TYPE_MISMATCH
+    ids = {event_id("vod", event_type, "t", "FINISH") for event_type in ("TranscodeComplete", "ProcedureStateChanged")}
+    assert len(ids) == 2
+
+
+def test_file_events_are_confirmed_by_describe_media_infos():
+    upload = record("vod", payloads.vod_new_file_upload("111"))
+    info = {"FileId": "111", "BasicInfo": {"Name": "a", "CreateTime": "2026-01-01T00:00:00Z"}}
+    verdict = judge_file_event(upload, ["111"], {"111": info}, set(), T0, patience_left=True)
+    assert isinstance(verdict, Forward)
+    event = valid_event(verdict.event)
+    assert event["detail"] == info and event["reconciled_with"] == "vod:DescribeMediaInfos"
+    assert event["task_id"] is None and event["created_at"] == "2026-01-01T00:00:00Z"
+    assert isinstance(judge_file_event(upload, ["111"], {}, {"111"}, T0, patience_left=True), LookAgain)
+    unknown = judge_file_event(upload, ["111"], {}, {"111"}, T0, patience_left=False)
+    assert isinstance(unknown, Reject) and unknown.reason == UNKNOWN_FILE
+
+    deleted = record("vod", payloads.vod_file_deleted(("111", "222")))
+    gone = judge_file_event(deleted, ["111", "222"], {}, {"111", "222"}, T0, patience_left=True)
+    assert isinstance(gone, Forward) and gone.event["detail"] == {"NotExistFileIdSet": ["111", "222"]}
+    half = judge_file_event(deleted, ["111", "222"], {"222": {"FileId": "222"}}, {"111"}, T0, patience_left=False)
+    assert isinstance(half, Reject) and half.reason == UNCONFIRMED

@@ -15,7 +15,6 @@ import uuid
 
 import requests
 
-from tests import payloads
 from tests.client import post_vod
 from tests.moto_fixtures import MotoServer
 from tests.servers import ROOT, wait_until
@@ -27,7 +26,9 @@ def test_events_wait_out_a_sink_outage_and_arrive_once(start_receiver, tmp_path)
     try:
         queue_url = moto.create_queue("events")
         server = start_receiver()
-        env = {**server.env, **moto.env(), "SINK": "sqs", "SQS_QUEUE_URL": queue_url, "MAX_ATTEMPTS": "100"}
+        env = {**server.env, **moto.env(), "SINK": "sqs", "SQS_QUEUE_URL": queue_url, "MAX_ATTEMPTS": "100",
+               # Events with nothing to describe, so the sink is all that is under test.
+               "VOD_FORWARD_UNRECONCILED": "true"}
         with open(tmp_path / "worker.log", "w") as log:
             worker = subprocess.Popen([sys.executable, "-m", "receiver.worker"], cwd=ROOT, env=env, stdout=log,
                                       stderr=subprocess.STDOUT)
@@ -47,7 +48,8 @@ def test_events_wait_out_a_sink_outage_and_arrive_once(start_receiver, tmp_path)
 
         def post(count: int) -> None:
             for _ in range(count):
-                assert post_vod(server.url, payloads.vod_new_file_upload(uuid.uuid4().hex)).status_code == 200
+                body = {"EventType": "PersistenceComplete", "PersistenceCompleteEvent": {"FileId": uuid.uuid4().hex}}
+                assert post_vod(server.url, body).status_code == 200
 
         def consumed(count: int) -> bool:
             consume()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import pytest
@@ -46,10 +46,11 @@ def test_swept_record_is_built_like_a_callback_and_keyed_the_same_every_sweep():
     assert first.claimed_status == "FINISH" and first.received_at == 1000.0
     assert json.loads(first.body)["origin"] == "sweeper"
     assert first.dedup_key == again.dedup_key and first.id != again.id
-    # A callback without a session for the same state is the same record.
+    # A late callback is a record of its own (a copy is only a copy of a callback's whole body);
+    # its event has the swept record's event_id, so it is not forwarded twice.
     body = mps_workflow(task_id, "FINISH", session_id="", session_context="")
     callback = extract_record("mps", body, json.dumps(body).encode(), 1500.0)
-    assert callback.origin == ORIGIN_CALLBACK and callback.dedup_key == first.dedup_key
+    assert callback.origin == ORIGIN_CALLBACK and callback.dedup_key != first.dedup_key
     assert describe_call(first) == DescribeCall("mps", "DescribeTaskDetail", {"TaskId": task_id})
 
 
@@ -90,7 +91,7 @@ def test_a_swept_task_skips_the_session_check_and_has_no_received_at():
     assert isinstance(verdict, Forward)
     event = verdict.event
     assert event["received_at"] is None and event["session_id"] == "order-1"
-    assert event["event_id"] == event_id("mps", task_id, "FINISH")
+    assert event["event_id"] == event_id("mps", "WorkflowTask", task_id, "FINISH")
 
 
 @pytest.mark.parametrize("config", [None, {**NOTIFY, "NotifyUrl": "https://elsewhere.example.com/callbacks/mps"},
@@ -103,7 +104,7 @@ def test_a_swept_mps_task_notifying_elsewhere_is_not_ours(config):
     assert isinstance(verdict, Reject) and verdict.reason == NOTIFY_CONFIG_MISMATCH
 
 
-def test_live_callbacks_are_claimed_first_and_swept_records_fill_a_quarter(tmp_path):
+def test_live_callbacks_are_claimed_first_and_swept_records_get_what_is_left(tmp_path):
     inbox = SqliteInbox(tmp_path / "inbox.db")
     try:
         for i in range(30):
@@ -116,26 +117,43 @@ def test_live_callbacks_are_claimed_first_and_swept_records_fill_a_quarter(tmp_p
         first = inbox.claim("w", 20, 60, now)
         assert [c.record.origin for c in first] == [ORIGIN_CALLBACK] * 20
         second = inbox.claim("w", 20, 60, now)
-        assert Counter(c.record.origin for c in second) == {ORIGIN_CALLBACK: 10, ORIGIN_SWEEPER: 5}
-        third = inbox.claim("w", 20, 60, now)
-        assert Counter(c.record.origin for c in third) == {ORIGIN_SWEEPER: 5}
-        assert len(inbox.claim("w", 3, 60, now)) == 1  # a small batch still takes one swept record
+        assert [c.record.origin for c in second] == [ORIGIN_CALLBACK] * 10 + [ORIGIN_SWEEPER] * 10
+        third = inbox.claim("w", 30, 60, now)
+        assert Counter(c.record.origin for c in third) == {ORIGIN_SWEEPER: 20}
     finally:
         inbox.close()
 
 
-def test_an_inbox_file_from_before_the_sweeper_gets_the_origin_column(tmp_path):
+# The inbox table as issues 1-5 left it: a plain unique key, no origin, no priorities.
+LAYOUT_BEFORE_THE_SWEEPER = """
+CREATE TABLE inbox (
+    id TEXT PRIMARY KEY, dedup_key TEXT NOT NULL UNIQUE, source TEXT NOT NULL, event_type TEXT NOT NULL,
+    task_id TEXT, resolve_by TEXT NOT NULL, session_id TEXT, session_context TEXT, claimed_status TEXT,
+    body TEXT NOT NULL, received_at REAL NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL, lease_owner TEXT, lease_expires_at REAL,
+    last_error TEXT, reason TEXT, updated_at REAL NOT NULL
+);
+CREATE INDEX inbox_due ON inbox (state, next_attempt_at);
+INSERT INTO inbox (id, dedup_key, source, event_type, task_id, resolve_by, body, received_at, next_attempt_at,
+                   updated_at)
+VALUES ('r-old', 'k-old', 'ams', 'AudioModeration', 'old', 'task_id', '{}', 1.0, 1.0, 1.0);
+"""
+
+
+def test_an_inbox_file_from_before_the_sweeper_is_upgraded_keeping_its_records(tmp_path):
     path = tmp_path / "inbox.db"
-    inbox = SqliteInbox(path)
-    inbox.accept(extract_record("ams", {"TaskId": "old", "Status": "FINISH"}, b"{}", 1.0))
-    inbox.close()
     conn = sqlite3.connect(path)
-    conn.execute("ALTER TABLE inbox DROP COLUMN origin")
+    conn.executescript(LAYOUT_BEFORE_THE_SWEEPER)
     conn.close()
     inbox = SqliteInbox(path)
     try:
         [claimed] = inbox.claim("w", 10, 60, time.time())
-        assert claimed.record.task_id == "old" and claimed.record.origin == ORIGIN_CALLBACK
+        assert claimed.record.id == "r-old" and claimed.record.origin == ORIGIN_CALLBACK
+        assert claimed.priority == 0 and claimed.waiting_since == 1.0
+        inbox.reject("w", "r-old", "unknown_task", time.time())
+        # The upgraded key lets go like a new one: a copy is a record of its own.
+        again = extract_record("ams", {"TaskId": "old"}, b"{}", 2.0)
+        assert not inbox.accept(replace(again, dedup_key="k-old")).duplicate
     finally:
         inbox.close()
 

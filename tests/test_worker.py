@@ -14,8 +14,7 @@ from receiver.inbox.sqlite import SqliteInbox
 from receiver.sqs import SqsSinkError
 from receiver.worker import Worker, backoff
 from schemas.callbacks import VodEventSchema
-from tests import payloads
-from tests.servers import ROOT
+from tests.servers import ROOT, query_inbox
 
 T0 = 1_800_000_000.0
 
@@ -28,7 +27,7 @@ class FlakySink:
         self.sent: list[dict] = []
 
     def send(self, events: list[dict]) -> None:
-        taken = [e for e in events if e["detail"]["FileUploadEvent"]["FileId"] not in self.refuse]
+        taken = [e for e in events if e["detail"]["RestoreMediaCompleteEvent"]["FileId"] not in self.refuse]
         self.sent.extend(taken)
         if len(taken) < len(events):
             raise SqsSinkError("refused", {"x": "InvalidParameterValue"}, [e["event_id"] for e in taken])
@@ -38,7 +37,8 @@ class FlakySink:
 
 
 def file_event(inbox: SqliteInbox, file_id: str) -> str:
-    body = payloads.vod_new_file_upload(file_id)
+    """A VOD event with no task or file to describe: forwarded unreconciled when the operator asks."""
+    body = {"EventType": "RestoreMediaComplete", "RestoreMediaCompleteEvent": {"FileId": file_id}}
     record = extract_record("vod", VodEventSchema().load(body), json.dumps(body).encode(), T0)
     return inbox.accept(record).id
 
@@ -47,17 +47,17 @@ def test_a_partly_sent_batch_settles_what_the_sink_took(tmp_path):
     inbox = SqliteInbox(tmp_path / "inbox.db")
     ids = {file_id: file_event(inbox, file_id) for file_id in ("f1", "f2", "f3")}
     sink = FlakySink(refuse={"f2"})
-    worker = Worker(load_settings({"MAX_ATTEMPTS": "2"}), inbox, sink, tencentcloud=None, clock=lambda: T0)
+    settings = load_settings({"MAX_ATTEMPTS": "2", "VOD_FORWARD_UNRECONCILED": "true"})
+    worker = Worker(settings, inbox, sink, tencentcloud=None, clock=lambda: T0)
     assert worker.run_once() == 3
     assert inbox.counts_by_state() == {"done": 2, "pending": 1}
     # the refused one comes back alone, and after MAX_ATTEMPTS is a dead letter with its error
     worker.clock = lambda: T0 + 60
     worker.run_once()
     assert inbox.counts_by_state() == {"done": 2, "dead": 1}
-    assert sorted(e["detail"]["FileUploadEvent"]["FileId"] for e in sink.sent) == ["f1", "f3"]
-    [(dead_id, last_error)] = inbox._writer().conn.execute(
-        "SELECT id, last_error FROM inbox WHERE state = 'dead'").fetchall()
-    assert dead_id == ids["f2"] and "refused" in last_error
+    assert sorted(e["detail"]["RestoreMediaCompleteEvent"]["FileId"] for e in sink.sent) == ["f1", "f3"]
+    [dead] = query_inbox(tmp_path / "inbox.db", state="dead")
+    assert dead["id"] == ids["f2"] and "refused" in dead["last_error"]
 
 
 def test_backoff_grows_with_jitter_and_stays_capped():

@@ -2,14 +2,24 @@
 
 Web processes `accept()` callbacks; `200` is answered only once `accept()`
 has returned, i.e. the record is on durable storage. Workers `claim()` due
-records under a lease, and settle each one: `mark_done()`, `retry_later()`,
-`reject()` (a failed check, kept with its reason) or `bury()` (a dead letter
-after too many attempts). A crashed worker's lease simply expires, and its
-records become claimable again.
+records under a lease, first calls before look-agains before swept tasks,
+and `settle()` each one (`Outcome`): done, done but unconfirmed, rejected
+(with its reason), retried later, dead, or deferred (not worked on this
+pass). A crashed worker's lease simply expires, and its records become
+claimable again.
+
+Deduplication never costs a genuine event (SPEC 6). A record holds its copy
+key (`CallbackRecord.dedup_key`) while it is pending, leased, dead, or done as
+it claimed: a copy is then answered `duplicate`. A record rejected, or done
+with a status other than the one it claimed, lets go of its key, and the next
+copy is a record of its own. A copy answered `duplicate` while its record was
+still pending or leased is remembered: if that record then lets go of its
+key, it is reconciled once more instead, its patience counted from the copy.
 """
 
 from __future__ import annotations
 
+import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -33,11 +43,42 @@ class AcceptResult:
     duplicate: bool
 
 
+# Claim order (SPEC 6): a callback's first Describe call, then look-agains and
+# retries, then tasks the sweeper found.
+PRIORITY_FIRST_CALL = 0
+PRIORITY_LOOK_AGAIN = 1
+PRIORITY_SWEPT = 2
+
+
 @dataclass(frozen=True)
 class ClaimedRecord:
     record: CallbackRecord
     attempts: int
     lease_expires_at: float
+    priority: int = PRIORITY_FIRST_CALL
+    patience_from: float | None = None  # when the latest copy was answered duplicate, if later than received
+
+    @property
+    def waiting_since(self) -> float:
+        """Where the patience for a lagging answer starts: the latest copy of the callback."""
+        return max(self.record.received_at, self.patience_from or 0.0)
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # forwarded (or known forwarded) as it claimed
+    UNCONFIRMED = "unconfirmed"  # the event forwarded says another status than the callback claimed
+    REJECTED = "rejected"  # a check failed; `detail` is the reason
+    RETRY = "retry"  # look again or try again at `next_attempt_at`; `detail` is the last error
+    DEAD = "dead"  # buried after too many attempts; `detail` is the last error
+    DEFERRED = "deferred"  # not worked on this pass (no Describe slot left): back as it was
+
+
+@dataclass(frozen=True)
+class Settlement:
+    record_id: str
+    outcome: Outcome
+    detail: str = ""
+    next_attempt_at: float | None = None
 
 
 class Inbox(ABC):
@@ -51,7 +92,7 @@ class Inbox(ABC):
 
     @abstractmethod
     def claim(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedRecord]:
-        """Lease up to `limit` due records (pending and due, or with an expired lease)."""
+        """Lease up to `limit` due records (pending and due, or with an expired lease), by priority."""
 
     @abstractmethod
     def lease_owners(self) -> set[str]:
@@ -62,16 +103,22 @@ class Inbox(ABC):
         """Make `owner`'s leased records claimable at once (its process is gone); how many."""
 
     @abstractmethod
-    def mark_done(self, owner: str, ids: list[str], now: float) -> None: ...
+    def settle(self, owner: str, settlements: list[Settlement], now: float) -> None:
+        """Settle records still leased by `owner`, all at once; a lease lost to another worker is left alone."""
 
-    @abstractmethod
-    def retry_later(self, owner: str, record_id: str, error: str, next_attempt_at: float, now: float) -> None: ...
+    # The settlements one at a time, for callers that have one.
 
-    @abstractmethod
-    def reject(self, owner: str, record_id: str, reason: str, now: float) -> None: ...
+    def mark_done(self, owner: str, ids: list[str], now: float) -> None:
+        self.settle(owner, [Settlement(record_id, Outcome.DONE) for record_id in ids], now)
 
-    @abstractmethod
-    def bury(self, owner: str, record_id: str, error: str, now: float) -> None: ...
+    def retry_later(self, owner: str, record_id: str, error: str, next_attempt_at: float, now: float) -> None:
+        self.settle(owner, [Settlement(record_id, Outcome.RETRY, error, next_attempt_at)], now)
+
+    def reject(self, owner: str, record_id: str, reason: str, now: float) -> None:
+        self.settle(owner, [Settlement(record_id, Outcome.REJECTED, reason)], now)
+
+    def bury(self, owner: str, record_id: str, error: str, now: float) -> None:
+        self.settle(owner, [Settlement(record_id, Outcome.DEAD, error)], now)
 
     @abstractmethod
     def counts_by_state(self) -> dict[str, int]: ...

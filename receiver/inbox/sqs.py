@@ -56,10 +56,21 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from receiver.callbacks import CallbackRecord
+from receiver.callbacks import ORIGIN_SWEEPER, CallbackRecord
 from receiver.config import ConfigError
 from receiver.idempotency import CLAIMED, COMPLETED, IdempotencyStore
-from receiver.inbox import AcceptResult, ClaimedRecord, EventStillInProgress, Inbox, InboxUnavailable
+from receiver.inbox import (
+    PRIORITY_FIRST_CALL,
+    PRIORITY_LOOK_AGAIN,
+    PRIORITY_SWEPT,
+    AcceptResult,
+    ClaimedRecord,
+    EventStillInProgress,
+    Inbox,
+    InboxUnavailable,
+    Outcome,
+    Settlement,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +94,20 @@ REJECTIONS_KEY = "rejections"
 HEALTH_KEY = "health"
 
 
+
+
+def message_body(record: CallbackRecord, patience_from: float | None = None) -> str:
+    """An inbox message: the record, and when its latest copy came if it is queued afresh for one."""
+    body = asdict(record)
+    if patience_from is not None:
+        body["patience_from"] = patience_from
+    return json.dumps(body)
+
+
+def record_of(body: str) -> tuple[CallbackRecord, float | None]:
+    fields = json.loads(body)
+    patience_from = fields.pop("patience_from", None)
+    return CallbackRecord(**fields), patience_from
 
 
 @dataclass
@@ -133,6 +158,13 @@ class SqsInbox(Inbox):
             except (ClientError, BotoCoreError) as error:
                 raise InboxUnavailable(f"idempotency table: {error}") from error
             if claim.outcome == COMPLETED:
+                # Remembered, so that the record reconciles once more if it lets go of its key;
+                # if it let go just now, this copy is a record of its own: claim again.
+                try:
+                    if not self.store.add_copy(key, record.received_at):
+                        continue
+                except (ClientError, BotoCoreError) as error:
+                    raise InboxUnavailable(f"idempotency table: {error}") from error
                 return AcceptResult(claim.data["record_id"], duplicate=True)
             if claim.outcome == CLAIMED:
                 return self._send(key, claim.token, record)
@@ -143,7 +175,7 @@ class SqsInbox(Inbox):
 
     def _send(self, key: str, token: str, record: CallbackRecord) -> AcceptResult:
         try:
-            answer = self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=json.dumps(asdict(record)))
+            answer = self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=message_body(record))
         except (ClientError, BotoCoreError) as error:
             self._quietly(self.store.release, key, token)
             raise InboxUnavailable(f"inbox queue: {error}") from error
@@ -180,11 +212,11 @@ class SqsInbox(Inbox):
                 item = self._claimed(message, now + lease_seconds)
                 if item is not None:
                     claimed.append(item)
-        return claimed
+        return sorted(claimed, key=lambda c: (c.priority, c.record.id))
 
     def _claimed(self, message: dict[str, Any], lease_expires_at: float) -> ClaimedRecord | None:
         try:
-            record = CallbackRecord(**json.loads(message["Body"]))
+            record, patience_from = record_of(message["Body"])
         except (ValueError, TypeError) as error:
             # Not a record of ours: the redrive policy moves it to the dead-letter queue in time.
             log.error("inbox message %s is not a callback record: %s", message.get("MessageId"), error)
@@ -194,7 +226,13 @@ class SqsInbox(Inbox):
             self._forget_expired(time.time())
             self._received[record.id] = _Received(message["ReceiptHandle"], message["Body"], lease_expires_at,
                                                   attempts)
-        return ClaimedRecord(record, attempts, lease_expires_at)
+        # One queue has no priorities: they are told from the record (a receive
+        # past the first is a look-again, or a record deferred by a busy pass).
+        if record.origin == ORIGIN_SWEEPER:
+            priority = PRIORITY_SWEPT
+        else:
+            priority = PRIORITY_LOOK_AGAIN if attempts > 1 else PRIORITY_FIRST_CALL
+        return ClaimedRecord(record, attempts, lease_expires_at, priority, patience_from)
 
     def _forget_expired(self, now: float) -> None:
         """Receipt handles of leases that ran out (a pass that failed) are useless: drop them."""
@@ -211,7 +249,27 @@ class SqsInbox(Inbox):
     def release_leases(self, owner: str, now: float) -> int:
         return 0
 
-    def mark_done(self, owner: str, ids: list[str], now: float) -> None:
+    def settle(self, owner: str, settlements: list[Settlement], now: float) -> None:
+        done: list[str] = []
+        for settlement in settlements:
+            outcome = settlement.outcome
+            if outcome is Outcome.DONE:
+                done.append(settlement.record_id)
+            elif outcome is Outcome.RETRY:
+                self._delay(settlement.record_id, settlement.detail, settlement.next_attempt_at or now, now)
+            elif outcome is Outcome.DEFERRED:
+                self._delay(settlement.record_id, "deferred", now, now)
+            elif outcome is Outcome.DEAD:
+                self._bury(settlement.record_id, settlement.detail)
+            elif self._reconcile_again(settlement.record_id):
+                continue
+            elif outcome is Outcome.REJECTED:
+                self._reject(settlement.record_id, settlement.detail, now)
+            else:  # UNCONFIRMED, key released: the event is out, the record is done
+                done.append(settlement.record_id)
+        self._delete(done)
+
+    def _delete(self, ids: list[str]) -> None:
         handles = [seen.receipt_handle for seen in map(self._take, ids) if seen is not None]
         for start in range(0, len(handles), MAX_RECEIVE):
             entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(handles[start:start + MAX_RECEIVE])]
@@ -220,7 +278,23 @@ class SqsInbox(Inbox):
                 # A lease lost to another worker: the record comes back and is settled then.
                 log.warning("could not delete an inbox message: %s", failed.get("Message") or failed.get("Code"))
 
-    def retry_later(self, owner: str, record_id: str, error: str, next_attempt_at: float, now: float) -> None:
+    def _reconcile_again(self, record_id: str) -> bool:
+        """Let go of the record's copy key; or, if copies came meanwhile, queue it afresh and say so."""
+        with self._lock:
+            seen = self._received.get(record_id)
+        if seen is None:
+            return False
+        record, _ = record_of(seen.body)
+        if record.origin == ORIGIN_SWEEPER:
+            return False  # a swept task's verdict is final: every sweep would add it again
+        copy_at = self.store.release_unless_copied(f"callback#{record.dedup_key}", record.id)
+        if copy_at is None:
+            return False
+        self._sqs.send_message(QueueUrl=self.queue_url, MessageBody=message_body(record, patience_from=copy_at))
+        self._delete([record_id])
+        return True
+
+    def _delay(self, record_id: str, error: str, next_attempt_at: float, now: float) -> None:
         self._release_event_claims()
         seen = self._take(record_id)
         if seen is None:
@@ -234,7 +308,7 @@ class SqsInbox(Inbox):
             # E.g. past SQS's 12 hours since the receive: the lease runs out and the record comes back.
             log.warning("could not delay callback %s (%s): %s", record_id, error, failure)
 
-    def reject(self, owner: str, record_id: str, reason: str, now: float) -> None:
+    def _reject(self, record_id: str, reason: str, now: float) -> None:
         seen = self._take(record_id)
         if seen is None:
             return
@@ -243,7 +317,7 @@ class SqsInbox(Inbox):
             self.store.increment(REJECTIONS_KEY, reason)
         self._sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=seen.receipt_handle)
 
-    def bury(self, owner: str, record_id: str, error: str, now: float) -> None:
+    def _bury(self, record_id: str, error: str) -> None:
         self._release_event_claims()
         seen = self._take(record_id)
         if seen is None:
@@ -285,7 +359,7 @@ class SqsInbox(Inbox):
             error = attributes.get("last_error", {}).get("StringValue", "moved by the queue's redrive policy")
             attempts = attributes.get("attempts", {}).get("StringValue") or message["Attributes"].get(
                 "ApproximateReceiveCount", "0")
-            letters.append((CallbackRecord(**json.loads(message["Body"])), int(attempts), error))
+            letters.append((record_of(message["Body"])[0], int(attempts), error))
         return sorted(letters, key=lambda letter: letter[0].received_at, reverse=True)
 
     def replay_dead(self, ids: list[str] | None, now: float) -> int:

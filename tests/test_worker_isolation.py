@@ -1,0 +1,114 @@
+"""One record never holds up another (SPEC 6, issue 9 findings 1 and 7), in process.
+
+A real SQLite inbox and a real log sink; Tencent Cloud is the one edge stood in
+for, so that answers no emulator would give (NaN, nesting deeper than the
+stack, a task notify configuration of the wrong type, an unreadable answer)
+can each break one record of a batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from typing import Any
+
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+from receiver import auth
+from receiver.callbacks import extract_record
+from receiver.config import load_settings
+from receiver.inbox.sqlite import SqliteInbox
+from receiver.reconcile import DescribeCall
+from receiver.sinks import LogSink
+from receiver.tencentcloud import UNREADABLE_ANSWER
+from receiver.worker import Worker
+from schemas.callbacks import MpsNotificationSchema
+from tests import payloads
+from tests.conftest import MPS_KEYS
+
+T0 = 1_800_000_000.0
+RECEIVER = "https://hooks.example.com"
+
+
+def answer(task_id: str, **changes: Any) -> dict[str, Any]:
+    return {"TaskType": "WorkflowTask", "Status": "FINISH", "CreateTime": "2026-01-01T00:00:00Z",
+            "BeginProcessTime": "2026-01-01T00:00:01Z", "FinishTime": "2026-01-01T00:00:02Z",
+            "SessionId": "sess-1", "SessionContext": "ctx-1",
+            "TaskNotifyConfig": {"NotifyType": "URL", "NotifyUrl": f"{RECEIVER}/callbacks/mps?token=x"},
+            "WorkflowTask": {"TaskId": task_id, "Status": "FINISH", "ErrCode": 0, "Message": ""}, **changes}
+
+
+def deep(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"Nested": value}
+    return value
+
+
+def task(name: str) -> str:
+    return f"2500000000-WorkflowTask-{name}"
+
+
+# Each task id names what its answer does to its record.
+BAD_ANSWERS: dict[str, Any] = {
+    task("nan"): answer(task("nan"), MetaData={"Duration": math.nan}),
+    task("deep"): answer(task("deep"), MetaData=deep(3000)),
+    task("string"): answer(task("string"), WorkflowTask="garbage"),
+    task("unreadable"): TencentCloudSDKException(UNREADABLE_ANSWER, "RecursionError"),
+}
+# Not bad: JSON escapes a lone surrogate, and the event goes out.
+ANSWERS = {**BAD_ANSWERS, task("surrogate"): answer(task("surrogate"), MetaData={"Title": "\ud800"})}
+
+
+class TencentCloudEdge:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def call(self, call: DescribeCall, deadline: float | None = None) -> dict[str, Any]:
+        task_id = call.params["TaskId"]
+        self.calls.append(task_id)
+        result = ANSWERS.get(task_id, answer(task_id))
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+def no_constants(name: str) -> None:
+    raise AssertionError(f"{name} in the sink")
+
+
+def accept(inbox: SqliteInbox, task_id: str) -> str:
+    body = auth.sign_mps_notification(payloads.mps_workflow(task_id=task_id), MPS_KEYS[0], now=T0)
+    record = extract_record("mps", MpsNotificationSchema().load(body), json.dumps(body).encode(), T0)
+    return inbox.accept(record).id
+
+
+def test_records_that_break_are_retried_and_buried_alone_while_their_batch_mates_are_forwarded(tmp_path):
+    inbox = SqliteInbox(tmp_path / "inbox.db")
+    sink_path = tmp_path / "events.jsonl"
+    good = [task("good-1"), task("surrogate"), task("good-2")]
+    for task_id in [task("good-1"), *BAD_ANSWERS, task("surrogate"), task("good-2")]:
+        accept(inbox, task_id)
+    settings = load_settings({"RECEIVER_PUBLIC_URL": RECEIVER, "MAX_ATTEMPTS": "2"})
+    clock = [T0 + 1]
+    worker = Worker(settings, inbox, LogSink(str(sink_path)), TencentCloudEdge(), clock=lambda: clock[0])
+    try:
+        assert worker.run_once() == 7
+        # Standard JSON, line by line: UTF-8, no NaN (the lone surrogate travels as its JSON escape).
+        lines = sink_path.read_bytes().decode("utf-8").splitlines()
+        events = [json.loads(line, parse_constant=no_constants) for line in lines]
+        assert "\\ud800" in "".join(lines)
+        assert sorted(e["task_id"] for e in events) == sorted(good)
+        assert inbox.counts_by_state() == {"done": 3, "pending": 4}
+        clock[0] += 60
+        assert worker.run_once() == 4  # MAX_ATTEMPTS=2: the second failure buries each of them
+        assert inbox.counts_by_state() == {"done": 3, "dead": 4}
+        conn = sqlite3.connect(tmp_path / "inbox.db")
+        errors = dict(conn.execute("SELECT task_id, last_error FROM inbox WHERE state = 'dead'").fetchall())
+        conn.close()
+        assert set(errors) == set(BAD_ANSWERS)
+        assert "not standard JSON" in errors[task("nan")] and UNREADABLE_ANSWER in errors[task("unreadable")]
+        assert "AttributeError" in errors[task("string")]
+    finally:
+        inbox.close()
