@@ -6,7 +6,10 @@ triple is ``InvalidAction``, as the real gateway answers.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+import secrets
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from emulator import render
 from emulator.errors import ApiError
+from emulator.media import NEVER_EXPIRES, MediaFile, UploadSession, new_event_handle, new_file_id, new_session_key
 from emulator.tasks import FAIL_MARKER, SILENT_MARKER, Task, new_task_id
 
 if TYPE_CHECKING:
@@ -189,6 +193,11 @@ def _sub_app_id(params: dict[str, Any]) -> int:
     return value
 
 
+def _file_fields(media: MediaFile | None) -> dict[str, Any]:
+    """What a Procedure task shows of its file, when the FileId is one of the emulator's media files."""
+    return {} if media is None else {"FileName": media.name, "FileUrl": media.media_url}
+
+
 @action(VOD, "ProcessMedia")
 def vod_process_media(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
     if not params.get("FileId") and not params.get("Url"):
@@ -198,16 +207,33 @@ def vod_process_media(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
         raise ApiError("InvalidParameterValue.TasksNotifyMode", "TasksNotifyMode must be Finish, Change or None.")
     sub_app_id = _sub_app_id(params)
     session_id, context = _session(emu, "vod", params, sub_app_id)
+    # Any FileId is accepted, uploaded or not, so tasks need no upload first; an uploaded one lends its name and URL.
+    file_id = params.get("FileId")
+    media = emu.media.get(sub_app_id, file_id) if isinstance(file_id, str) else None
     task = _new_task(emu, "vod", "Procedure", {**params, "TasksNotifyMode": mode}, session_id=session_id,
-                     session_context=context, sub_app_id=sub_app_id)
+                     session_context=context, sub_app_id=sub_app_id, extra=_file_fields(media))
     return {"TaskId": task.task_id}
+
+
+EVENT_SWITCHES = {"UploadMediaCompleteEventSwitch": "NewFileUpload", "DeleteMediaCompleteEventSwitch": "FileDeleted"}
+
+
+def _event_switches(params: dict[str, Any]) -> dict[str, bool]:
+    switches = {}
+    for name, event_type in EVENT_SWITCHES.items():
+        value = _string(params, name)
+        if value not in ("", "ON", "OFF"):
+            raise ApiError("InvalidParameterValue", f"`{name}` must be ON or OFF.")
+        if value:
+            switches[event_type] = value == "ON"
+    return switches
 
 
 @action(VOD, "ModifyEventConfig")
 def vod_modify_event_config(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
     """Where VOD pushes events, per application: the real way a VOD NotifyUrl is set."""
     emu.set_vod_event_config(_sub_app_id(params), _string(params, "Mode"), _string(params, "NotificationUrl"),
-                             _string(params, "SignKey"))
+                             _string(params, "SignKey"), _event_switches(params))
     return {}
 
 
@@ -236,6 +262,165 @@ def vod_describe_tasks(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
         tasks.reverse()
     page, token = _page(tasks, _string(params, "ScrollToken"), _limit(params, 10, 100))
     return {"TaskSet": [render.vod_task_simple(t) for t in page], "ScrollToken": token}
+
+
+# --- VOD media files -------------------------------------------------------------
+
+DEFAULT_APP_ID = 1250000000  # stands for the account's own application in bucket names and URLs
+DEFAULT_REGION = "ap-guangzhou"
+CERTIFICATE_SECONDS = 3600
+MAX_FILE_IDS = 20  # DescribeMediaInfos: "FileIds.N ... N from 0 to 19"
+# DeleteMedia's documented codes (SDK client docs) hold ResourceNotFound for an unknown file, not a sub-code.
+FILE_NOT_FOUND = "ResourceNotFound"
+_FILE_TYPE = re.compile(r"[A-Za-z0-9]{1,16}")
+
+
+def _file_type(params: dict[str, Any], name: str, required: bool = False) -> str:
+    value = _string(params, name, required)
+    if value and not _FILE_TYPE.fullmatch(value):
+        raise ApiError(f"InvalidParameterValue.{name}", f"`{name}` must be a file extension such as mp4.")
+    return value
+
+
+def _expire_time(params: dict[str, Any]) -> str:
+    value = _string(params, "ExpireTime")
+    if not value:
+        return NEVER_EXPIRES
+    try:
+        return render.iso(datetime.fromisoformat(value).timestamp())
+    except ValueError as exc:
+        raise ApiError("InvalidParameterValue.ExpireTime", "`ExpireTime` is not an ISO 8601 time.") from exc
+
+
+def _class_id(params: dict[str, Any]) -> int:
+    value = params.get("ClassId", 0) or 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ApiError("InvalidParameter", "`ClassId` must be a non-negative integer.")
+    return value
+
+
+def _silent(emu: Emulator, params: dict[str, Any]) -> bool:
+    """The no-callback marker, or the never_callback fault, silences file events as it silences tasks."""
+    return SILENT_MARKER in json.dumps(params, ensure_ascii=False) or emu.faults.current().never_callback
+
+
+def _certificate(now: float) -> dict[str, Any]:
+    """Temporary COS credentials: nothing checks them, as the emulator has no bucket to PUT to."""
+    return {"SecretId": "AKID" + secrets.token_hex(16), "SecretKey": secrets.token_hex(16),
+            "Token": secrets.token_urlsafe(48), "ExpiredTime": int(now) + CERTIFICATE_SECONDS}
+
+
+@action(VOD, "ApplyUpload")
+def vod_apply_upload(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
+    sub_app_id = _sub_app_id(params)
+    media_type, cover_type = _file_type(params, "MediaType", required=True), _file_type(params, "CoverType")
+    # Refused here, as VOD refuses them, rather than at CommitUpload, which reads them again.
+    _expire_time(params)
+    _class_id(params)
+    for name in ("MediaName", "Procedure", "StorageRegion", "SourceContext", "ExtInfo", "MediaStoragePath"):
+        _string(params, name)
+    if len(_string(params, "SessionContext")) > 1000:
+        raise ApiError("InvalidParameterValue.SessionContextTooLong", "SessionContext is too long.")
+    # Paths as VOD lays them out: the folder already names the FileId that CommitUpload will return.
+    file_id, app = new_file_id(), sub_app_id or DEFAULT_APP_ID
+    folder = f"/{secrets.token_hex(4)}{file_id}"
+    session = UploadSession(
+        key=new_session_key(), sub_app_id=sub_app_id, file_id=file_id, created_at=time.time(),
+        bucket=f"{secrets.token_hex(4)}vodgzp{app}", region=_string(params, "StorageRegion") or DEFAULT_REGION,
+        media_path=_string(params, "MediaStoragePath") or f"{folder}/f0.{media_type}",
+        cover_path=f"{folder}/{file_id}.{cover_type}" if cover_type else "", params=dict(params))
+    emu.media.open_session(session)
+    return render.vod_apply_upload(session, _certificate(session.created_at))
+
+
+def _start_procedure(emu: Emulator, session: UploadSession, media: MediaFile) -> str:
+    """The task flow ApplyUpload's Procedure names, started on the new file, as VOD starts it after an upload."""
+    params = {**session.params, "FileId": media.file_id, "TasksNotifyMode": "Finish"}
+    task = _new_task(emu, "vod", "Procedure", params, session_context=_string(params, "SessionContext"),
+                     sub_app_id=session.sub_app_id, extra=_file_fields(media))
+    return task.task_id
+
+
+def _committed_file(emu: Emulator, session: UploadSession) -> MediaFile:
+    params = session.params
+    cover_type = _string(params, "CoverType")
+    base = f"https://{session.sub_app_id or DEFAULT_APP_ID}.vod2.myqcloud.com/{session.bucket}"
+    media = MediaFile(
+        file_id=session.file_id, sub_app_id=session.sub_app_id, created_at=time.time(),
+        media_type=_string(params, "MediaType"), name=_string(params, "MediaName"),
+        media_url=base + session.media_path, cover_url=base + session.cover_path if cover_type else "",
+        region=session.region, storage_path=_string(params, "MediaStoragePath"), class_id=_class_id(params),
+        expire_time=_expire_time(params), source_context=_string(params, "SourceContext"))
+    if _string(params, "Procedure"):
+        media = dataclasses.replace(media, procedure_task_id=_start_procedure(emu, session, media))
+    return media
+
+
+@action(VOD, "CommitUpload")
+def vod_commit_upload(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
+    sub_app_id = _sub_app_id(params)
+    session = emu.media.take_session(_string(params, "VodSessionKey", required=True), sub_app_id)
+    if session is None:
+        raise ApiError("InvalidParameterValue.VodSessionKey", "Incorrect parameter value: VOD session key.")
+    media = _committed_file(emu, session)
+    # Stored before the event is queued: a receiver that answers the event with DescribeMediaInfos finds the file.
+    emu.media.add(media)
+    emu.send_vod_file_event(sub_app_id, media.file_id, render.vod_file_upload_event(media, new_event_handle()),
+                            _silent(emu, session.params))
+    return {"FileId": media.file_id, "MediaUrl": media.media_url, "CoverUrl": media.cover_url}
+
+
+def _delete_parts(params: dict[str, Any]) -> list[dict[str, Any]]:
+    parts = params.get("DeleteParts") or []
+    if not isinstance(parts, list) or not all(isinstance(p, dict) and isinstance(p.get("Type"), str) and p["Type"]
+                                              for p in parts):
+        raise ApiError("InvalidParameter", "`DeleteParts` must be a list of {Type, Definition} objects.")
+    checked = []
+    for part in parts:
+        definition = part.get("Definition", 0) or 0
+        if isinstance(definition, bool) or not isinstance(definition, int):
+            raise ApiError("InvalidParameter", "`DeleteParts.N.Definition` must be an integer.")
+        checked.append({"Type": part["Type"], "Definition": definition})
+    return checked
+
+
+@action(VOD, "DeleteMedia")
+def vod_delete_media(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
+    sub_app_id, file_id = _sub_app_id(params), _string(params, "FileId", required=True)
+    parts = _delete_parts(params)
+    # DeleteParts deletes some of the file's outputs and keeps the media; none deletes the media itself.
+    media = emu.media.get(sub_app_id, file_id) if parts else emu.media.remove(sub_app_id, file_id)
+    if media is None:
+        raise ApiError(FILE_NOT_FOUND, f"The media file {file_id!r} does not exist.")
+    emu.send_vod_file_event(sub_app_id, file_id, render.vod_file_deleted_event(file_id, parts, new_event_handle()),
+                            _silent(emu, params))
+    return {}
+
+
+def _file_ids(params: dict[str, Any]) -> list[str]:
+    file_ids = params.get("FileIds")
+    if file_ids is None or file_ids == []:
+        raise ApiError("InvalidParameterValue.FileIdsEmpty", "`FileIds` is empty.")
+    if (not isinstance(file_ids, list) or len(file_ids) > MAX_FILE_IDS
+            or not all(isinstance(f, str) and f for f in file_ids)):
+        raise ApiError("InvalidParameterValue.FileIds", f"`FileIds` must hold 1 to {MAX_FILE_IDS} file ids.")
+    return list(dict.fromkeys(file_ids))  # an id asked twice is answered once
+
+
+def _wants_basic_info(params: dict[str, Any]) -> bool:
+    """No Filters is all the information; otherwise only basicInfo matters, as nothing else is ever known."""
+    filters = params.get("Filters") or []
+    if not isinstance(filters, list) or not all(isinstance(f, str) for f in filters):
+        raise ApiError("InvalidParameter", "`Filters` must be a list of strings.")
+    return not filters or "basicInfo" in filters
+
+
+@action(VOD, "DescribeMediaInfos")
+def vod_describe_media_infos(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
+    sub_app_id, file_ids, basic = _sub_app_id(params), _file_ids(params), _wants_basic_info(params)
+    found = {f: m for f in file_ids if (m := emu.media.get(sub_app_id, f)) is not None}
+    return {"MediaInfoSet": [render.vod_media_info(m, basic) for m in found.values()],
+            "NotExistFileIdSet": [f for f in file_ids if f not in found]}
 
 
 # --- AMS -------------------------------------------------------------------------

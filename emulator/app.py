@@ -15,6 +15,7 @@ from emulator.callbacks import CallbackSender
 from emulator.config import Config
 from emulator.errors import ApiError, failure, success
 from emulator.faults import Faults, FaultState
+from emulator.media import MediaStore
 from emulator.ratelimit import RateLimiter
 from emulator.tasks import TaskStore
 
@@ -29,7 +30,9 @@ class Emulator:
         self.faults = FaultState(faults)
         self.limiter = RateLimiter(config.rate_limits)
         self.store = TaskStore(config.processing_after, config.finish_after)
+        self.media = MediaStore()
         self._vod_events: dict[int, tuple[str, str]] = {}
+        self._vod_switches: dict[tuple[int, str], bool] = {}
         self._vod_lock = threading.Lock()
         self.callbacks = CallbackSender(self.faults, self.vod_target, config.callback_retries,
                                         config.callback_backoff, config.callback_timeout)
@@ -44,12 +47,16 @@ class Emulator:
 
     # -- VOD event configuration ------------------------------------------------
 
-    def set_vod_event_config(self, sub_app_id: int, mode: str, url: str, sign_key: str) -> None:
+    def set_vod_event_config(self, sub_app_id: int, mode: str, url: str, sign_key: str,
+                             switches: dict[str, bool] | None = None) -> None:
+        """`switches`: EventType -> on, from the ``*EventSwitch`` parameters given (each one is kept until changed)."""
         with self._vod_lock:
             if mode == "PUSH" and url:
                 self._vod_events[sub_app_id] = (url, sign_key or self.config.vod_sign_key)
             elif mode:
                 self._vod_events.pop(sub_app_id, None)
+            for event_type, on in (switches or {}).items():
+                self._vod_switches[(sub_app_id, event_type)] = on
 
     def vod_target(self, sub_app_id: int) -> tuple[str, str] | None:
         """Where a VOD application's events go: its ModifyEventConfig, else ``--vod-notify-url``."""
@@ -58,6 +65,17 @@ class Emulator:
         if target is None and self.config.vod_notify_url:
             target = (self.config.vod_notify_url, self.config.vod_sign_key)
         return target
+
+    def send_vod_file_event(self, sub_app_id: int, file_id: str, body: dict[str, Any], silent: bool) -> None:
+        """A NewFileUpload / FileDeleted event, unless silenced or switched off for the application.
+
+        Real VOD sends these only once their switch is ON (default OFF); the emulator sends them unless a
+        ModifyEventConfig turned them OFF, so ``--vod-notify-url`` alone receives them as it receives task events.
+        """
+        with self._vod_lock:
+            on = self._vod_switches.get((sub_app_id, body["EventType"]), True)
+        if on and not silent:
+            self.callbacks.send_vod_event(sub_app_id, file_id, body)
 
     # -- API calls --------------------------------------------------------------
 
@@ -123,10 +141,12 @@ class Emulator:
                 "callbacks": self.callbacks.snapshot(), "faults": asdict(self.faults.current())}
 
     def reset(self) -> None:
-        """Forget tasks, sessions, counters, deliveries and runtime faults; keep the start-up configuration."""
+        """Forget tasks, sessions, media files, counters, deliveries and runtime faults; keep the start-up flags."""
         self.store.reset()
+        self.media.reset()
         self.limiter.reset()
         self.callbacks.reset()
         self.faults.reset()
         with self._vod_lock:
             self._vod_events.clear()
+            self._vod_switches.clear()

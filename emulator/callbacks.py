@@ -73,8 +73,23 @@ class CallbackSender:
         if task.silent:
             return
         delivery = self._delivery(task, status)
-        if delivery is None:
+        if delivery is not None:
+            self._dispatch(delivery, hold_for=task.task_id, final=status == FINISH)
+
+    def send_vod_event(self, sub_app_id: int, subject: str, body: dict[str, Any]) -> None:
+        """A VOD event about a file (NewFileUpload, FileDeleted), to the application's event target.
+
+        `subject` (the FileId) stands for the task id in the delivery log. There is no task whose FINISH
+        would release held callbacks, so these are never held for ``callback_reorder``.
+        """
+        target = self._vod_target(sub_app_id)
+        if target is None:
             return
+        url, key = target
+        self._dispatch(Delivery("vod", subject, body["EventType"], url, lambda: _json(sign_vod_event(body, key))))
+
+    def _dispatch(self, delivery: Delivery, hold_for: str = "", final: bool = True) -> None:
+        """Apply the delivery faults, then queue the callback; `hold_for` names the task whose callbacks reorder."""
         faults = self._faults.current()
         if self._faults.roll(faults.callback_drop):
             self._count("dropped")
@@ -84,13 +99,13 @@ class CallbackSender:
         if copies == 2:
             self._count("duplicated")
         batch = [delivery] * copies
-        if faults.callback_reorder:
+        if hold_for and faults.callback_reorder:
             with self._lock:
-                held = self._held.setdefault(task.task_id, [])
+                held = self._held.setdefault(hold_for, [])
                 held.extend(batch)
-                if status != FINISH:
+                if not final:
                     return
-                batch = list(reversed(self._held.pop(task.task_id)))
+                batch = list(reversed(self._held.pop(hold_for)))
         # One job per batch sends its callbacks one after another, so duplicates and reordering are observable.
         self._pool.submit(self._send_all, batch, faults.callback_delay)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from typing import Any
 
+from emulator.media import MediaFile, UploadSession, category
 from emulator.tasks import FINISH, PROCESSING, WAITING, Task
 
 NOTIFY_DEFAULTS: dict[str, Any] = {
@@ -17,6 +19,18 @@ VOD_NULL_TASKS = (
     "PullUploadTask", "RemoveWatermarkTask", "ReviewAudioVideoTask", "ReduceMediaBitrateTask",
     "ExtractTraceWatermarkTask", "DescribeFileAttributesTask", "RebuildMediaTask",
 )
+# MediaInfo members the emulator never has (no transcoding, snapshots, reviews...), in the SDK model's order.
+MEDIA_INFO_NULLS = (
+    "MetaData", "TranscodeInfo", "AnimatedGraphicsInfo", "SampleSnapshotInfo", "ImageSpriteInfo",
+    "SnapshotByTimeOffsetInfo", "KeyFrameDescInfo", "AdaptiveDynamicStreamingInfo", "MiniProgramReviewInfo",
+    "SubtitleInfo",
+)
+# The members the model does not mark "may be null" are empty objects instead.
+MEDIA_INFO_EMPTIES: dict[str, Any] = {
+    "ReviewInfo": None, "MPSAiMediaInfo": {"AiMediaList": []}, "ImageUnderstandingInfo": None,
+    "KnowledgeBasesInfo": {"Bases": [], "KnowledgeAnalysisInfos": [], "KnowledgeBaseDetails": []},
+    "FaceRecognitionInfo": {"FaceRecognitionTasks": []},
+}
 AMS_STATUS = {WAITING: "PENDING", PROCESSING: "RUNNING", FINISH: "FINISH"}
 
 
@@ -117,7 +131,8 @@ def vod_procedure_task(task: Task) -> dict[str, Any]:
     return {
         "TaskId": task.task_id, "Status": task.status, "ErrCode": task.err_code, "Message": task.message,
         "SessionContext": task.session_context, "SessionId": task.session_id, "Operator": "",
-        "OperationType": "", "FileId": task.params.get("FileId", ""), "FileName": "", "FileUrl": "",
+        "OperationType": "", "FileId": task.params.get("FileId", ""), "FileName": task.extra.get("FileName", ""),
+        "FileUrl": task.extra.get("FileUrl", ""),
         "MetaData": None, "MediaProcessResultSet": [], "AiContentReviewResultSet": [],
         "AiRecognitionResultSet": [], "AiAnalysisResultSet": [],
         "TasksPriority": task.params.get("TasksPriority", 0), "TasksNotifyMode": task.params.get("TasksNotifyMode", ""),
@@ -146,6 +161,52 @@ def vod_callback(task: Task) -> dict[str, Any]:
         "EventHandle": task.task_id.rsplit("-", 1)[-1] + f"{int(task.finished_at or task.began_at or 0)}",
         "EventType": "ProcedureStateChanged", "ProcedureStateChangeEvent": vod_procedure_task(task),
     }
+
+
+# --- VOD media files -----------------------------------------------------------
+
+
+def vod_apply_upload(session: UploadSession, certificate: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "StorageBucket": session.bucket, "StorageRegion": session.region, "VodSessionKey": session.key,
+        "MediaStoragePath": session.media_path, "CoverStoragePath": session.cover_path, "TempCertificate": certificate,
+    }
+
+
+def vod_media_basic_info(media: MediaFile) -> dict[str, Any]:
+    """``MediaBasicInfo``: the same object in DescribeMediaInfos and in the NewFileUpload event."""
+    return {
+        "Name": media.name, "Description": "", "CreateTime": iso(media.created_at),
+        "UpdateTime": iso(media.created_at), "ExpireTime": media.expire_time, "ClassId": media.class_id,
+        # The emulator keeps no category tree, so a ClassId has no name or path.
+        "ClassName": "", "ClassPath": "", "CoverUrl": media.cover_url, "Type": media.media_type,
+        "MediaUrl": media.media_url,
+        "SourceInfo": {"SourceType": "Upload", "SourceContext": media.source_context, "LiveRecordInfo": None,
+                       "TrtcRecordInfo": None, "WebPageRecordInfo": None},
+        "StorageRegion": media.region, "StoragePath": media.storage_path, "TagSet": [], "Vid": "",
+        "Category": category(media.media_type), "Status": "Normal", "StorageClass": "STANDARD",
+    }
+
+
+def vod_media_info(media: MediaFile, basic: bool) -> dict[str, Any]:
+    """One ``MediaInfo`` of DescribeMediaInfos; `basic` is whether the Filters asked for basicInfo."""
+    return {
+        "BasicInfo": vod_media_basic_info(media) if basic else None, **dict.fromkeys(MEDIA_INFO_NULLS),
+        "FileId": media.file_id, **copy.deepcopy(MEDIA_INFO_EMPTIES),
+    }
+
+
+def vod_file_upload_event(media: MediaFile, handle: str) -> dict[str, Any]:
+    """A VOD ``NewFileUpload`` event (before ``T``/``Sign``), ``FileUploadEvent`` shaped as ``FileUploadTask``."""
+    upload = {"FileId": media.file_id, "MediaBasicInfo": vod_media_basic_info(media),
+              "ProcedureTaskId": media.procedure_task_id, "ReviewAudioVideoTaskId": "", "MetaData": None}
+    return {"EventHandle": handle, "EventType": "NewFileUpload", "FileUploadEvent": upload}
+
+
+def vod_file_deleted_event(file_id: str, parts: list[dict[str, Any]], handle: str) -> dict[str, Any]:
+    """A VOD ``FileDeleted`` event, ``FileDeleteEvent`` shaped as ``FileDeleteTask``; no parts is the whole file."""
+    deleted = {"FileIdSet": [file_id], "FileDeleteResultInfo": [{"FileId": file_id, "DeleteParts": parts}]}
+    return {"EventHandle": handle, "EventType": "FileDeleted", "FileDeleteEvent": deleted}
 
 
 # --- AMS ---------------------------------------------------------------------

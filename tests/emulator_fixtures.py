@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +20,7 @@ from tencentcloud.common import credential
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.mps.v20190612 import mps_client
+from tencentcloud.vod.v20180717 import models as vod_models
 from tencentcloud.vod.v20180717 import vod_client
 
 from tests.servers import ServerProcess, wait_until
@@ -148,3 +151,59 @@ def req(model, params: dict):
     request = model()
     request.from_json_string(json.dumps(params))
     return request
+
+
+def parse_strictly(model, raw: dict):
+    """`raw` parsed into SDK model `model` (the from_json_string round trip), failing on a member it lacks.
+
+    The SDK only warns about unknown members ("fileds are useless"); here that warning is an error.
+    """
+    parsed = model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parsed.from_json_string(json.dumps(raw))
+    return parsed
+
+
+_PRIMITIVES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}
+
+
+def _member_types(model) -> dict[str, tuple[str, bool]]:
+    """Member -> (declared type, may be null), read from the model's docstring as the SDK generates it."""
+    members = {}
+    for part in (model.__init__.__doc__ or "").split(":param _")[1:]:
+        name = part.split(":", 1)[0]
+        declared = re.search(rf":type {name}: (.+)", part)
+        members[name] = (declared.group(1).strip() if declared else "", "返回 null" in part)
+    return members
+
+
+def _value_errors(declared: str, value: Any, where: str) -> list[str]:
+    if declared.startswith("list of "):
+        if not isinstance(value, list):
+            return [f"{where}: {value!r} is not a list"]
+        return [e for i, item in enumerate(value) for e in _value_errors(declared[8:], item, f"{where}[{i}]")]
+    if declared in _PRIMITIVES:
+        kinds = _PRIMITIVES[declared]
+        ok = isinstance(value, kinds) and (declared == "bool" or not isinstance(value, bool))
+        return [] if ok else [f"{where}: {value!r} is not {declared}"]
+    name = declared.rsplit(".", 1)[-1].strip("`") if declared.startswith(":class:") else declared
+    if not isinstance(value, dict):
+        return [f"{where}: {value!r} is not a {name} object"]
+    return shape_errors(getattr(vod_models, name), value, where + ".")
+
+
+def shape_errors(model, raw: dict, where: str = "") -> list[str]:
+    """How `raw` differs from VOD SDK model `model`: every member present, of its declared type, null only where
+    the model says it may be, recursively."""
+    errors = []
+    for name, (declared, nullable) in _member_types(model).items():
+        if name == "RequestId":
+            continue
+        if name not in raw:
+            errors.append(f"{where}{name}: missing")
+        elif raw[name] is None:
+            errors += [] if nullable else [f"{where}{name}: null"]
+        else:
+            errors += _value_errors(declared, raw[name], where + name)
+    return errors

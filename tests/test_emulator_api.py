@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -16,7 +17,16 @@ from tencentcloud.mps.v20190612 import models as mps_models
 from tencentcloud.vod.v20180717 import models as vod_models
 
 from emulator import tc3
-from tests.emulator_fixtures import SECRET_ID, SECRET_KEY, EmulatorProcess, req, running_emulator
+from emulator.config import DEFAULT_RATE_LIMITS
+from tests.emulator_fixtures import (
+    SECRET_ID,
+    SECRET_KEY,
+    EmulatorProcess,
+    parse_strictly,
+    req,
+    running_emulator,
+    shape_errors,
+)
 from tests.servers import ROOT, wait_until
 
 INPUT = {"Type": "URL", "UrlInputInfo": {"Url": "https://example.com/in.mp4"}}
@@ -218,6 +228,153 @@ def test_vod_process_media_and_sub_app_id(emulator):
     assert client.DescribeTasks(req(vod_models.DescribeTasksRequest, {})).TaskSet == []
     again = req(vod_models.ProcessMediaRequest, {"FileId": "1", "SubAppId": 1500000001, "SessionId": "v-1"})
     assert sdk_error(lambda: client.ProcessMedia(again)) == "InvalidParameterValue.SessionId"
+
+
+# --- VOD media files -----------------------------------------------------------------
+
+
+def upload(client, sub_app_id: int = 0, **params) -> vod_models.CommitUploadResponse:
+    """ApplyUpload then CommitUpload: a new media file, as the server-side upload SDK makes one."""
+    applied = client.ApplyUpload(req(vod_models.ApplyUploadRequest, {"MediaType": "mp4", "SubAppId": sub_app_id,
+                                                                     **params}))
+    return client.CommitUpload(req(vod_models.CommitUploadRequest, {"VodSessionKey": applied.VodSessionKey,
+                                                                    "SubAppId": sub_app_id}))
+
+
+def describe_media(client, file_ids: list[str], **params) -> vod_models.DescribeMediaInfosResponse:
+    return client.DescribeMediaInfos(req(vod_models.DescribeMediaInfosRequest, {"FileIds": file_ids, **params}))
+
+
+def test_vod_upload_and_media_info_answers_are_the_sdk_models(emulator):
+    client = emulator.vod()
+    applied_raw = client.call_json("ApplyUpload", {
+        "MediaType": "mp4", "MediaName": "clip", "CoverType": "jpg", "SourceContext": "src-ctx", "ClassId": 7,
+        "ExpireTime": "2030-01-01T08:00:00+08:00", "StorageRegion": "ap-chongqing"})["Response"]
+    assert shape_errors(vod_models.ApplyUploadResponse, applied_raw) == []
+    applied = parse_strictly(vod_models.ApplyUploadResponse, applied_raw)
+    assert applied.StorageRegion == "ap-chongqing" and applied.StorageBucket and applied.VodSessionKey
+    assert applied.MediaStoragePath.endswith("/f0.mp4") and applied.CoverStoragePath.endswith(".jpg")
+    assert applied.TempCertificate.SecretId and applied.TempCertificate.ExpiredTime > time.time()
+
+    committed_raw = client.call_json("CommitUpload", {"VodSessionKey": applied.VodSessionKey})["Response"]
+    assert shape_errors(vod_models.CommitUploadResponse, committed_raw) == []
+    committed = parse_strictly(vod_models.CommitUploadResponse, committed_raw)
+    assert re.fullmatch(r"[1-9][0-9]{18}", committed.FileId)
+    assert committed.FileId in applied.MediaStoragePath  # the path ApplyUpload gave already names the file
+    assert committed.MediaUrl.endswith(applied.MediaStoragePath)
+    assert committed.CoverUrl.endswith(applied.CoverStoragePath)
+
+    described_raw = client.call_json("DescribeMediaInfos", {"FileIds": [committed.FileId]})["Response"]
+    assert shape_errors(vod_models.DescribeMediaInfosResponse, described_raw) == []
+    described = parse_strictly(vod_models.DescribeMediaInfosResponse, described_raw)
+    assert described.NotExistFileIdSet == [] and len(described.MediaInfoSet) == 1
+    info = described.MediaInfoSet[0]
+    basic = info.BasicInfo
+    assert info.FileId == committed.FileId and info.MetaData is None and info.TranscodeInfo is None
+    assert (basic.Name, basic.Type, basic.MediaUrl, basic.CoverUrl) == ("clip", "mp4", committed.MediaUrl,
+                                                                        committed.CoverUrl)
+    assert (basic.ClassId, basic.ExpireTime, basic.StorageRegion) == (7, "2030-01-01T00:00:00Z", "ap-chongqing")
+    assert (basic.SourceInfo.SourceType, basic.SourceInfo.SourceContext) == ("Upload", "src-ctx")
+    assert (basic.Category, basic.Status, basic.StorageClass, basic.TagSet) == ("Video", "Normal", "STANDARD", [])
+    created = datetime.fromisoformat(basic.CreateTime).timestamp()
+    assert abs(created - time.time()) < 60 and basic.UpdateTime == basic.CreateTime
+
+    deleted_raw = client.call_json("DeleteMedia", {"FileId": committed.FileId})["Response"]
+    assert parse_strictly(vod_models.DeleteMediaResponse, deleted_raw).RequestId == deleted_raw["RequestId"]
+
+
+def test_vod_describe_media_infos_takes_1_to_20_ids_and_lists_the_unknown(emulator):
+    client = emulator.vod()
+    kept, deleted = upload(client).FileId, upload(client).FileId
+    unknown = [f"52858907842468{n:05d}" for n in range(18)]
+    client.DeleteMedia(req(vod_models.DeleteMediaRequest, {"FileId": deleted}))
+    answer = describe_media(client, [kept, deleted, *unknown])  # 20 ids: the most one call takes
+    assert [i.FileId for i in answer.MediaInfoSet] == [kept]
+    assert answer.NotExistFileIdSet == [deleted, *unknown]
+    assert sdk_error(lambda: describe_media(client, [kept, deleted, *unknown, "one-more"])) == \
+        "InvalidParameterValue.FileIds"
+    assert sdk_error(lambda: describe_media(client, [])) == "InvalidParameterValue.FileIdsEmpty"
+    assert sdk_error(lambda: client.call_json("DescribeMediaInfos", {})) == "InvalidParameterValue.FileIdsEmpty"
+    assert sdk_error(lambda: client.call_json("DescribeMediaInfos", {"FileIds": [5]})) == \
+        "InvalidParameterValue.FileIds"
+    # Filters: without basicInfo only the FileId is answered
+    assert describe_media(client, [kept], Filters=["metaData"]).MediaInfoSet[0].BasicInfo is None
+    assert describe_media(client, [kept], Filters=["basicInfo"]).MediaInfoSet[0].BasicInfo.Type == "mp4"
+    # files belong to their application
+    other_app = describe_media(client, [kept], SubAppId=1500000009)
+    assert other_app.MediaInfoSet == [] and other_app.NotExistFileIdSet == [kept]
+
+
+def test_vod_delete_media(emulator):
+    client = emulator.vod()
+    file_id = upload(client, 1500000003).FileId
+    delete = req(vod_models.DeleteMediaRequest, {"FileId": file_id})
+    assert sdk_error(lambda: client.DeleteMedia(delete)) == "ResourceNotFound"  # not in the default application
+    parts = req(vod_models.DeleteMediaRequest, {"FileId": file_id, "SubAppId": 1500000003,
+                                                "DeleteParts": [{"Type": "TranscodeFiles", "Definition": 100030}]})
+    client.DeleteMedia(parts)  # some outputs deleted: the media stays
+    assert [i.FileId for i in describe_media(client, [file_id], SubAppId=1500000003).MediaInfoSet] == [file_id]
+    whole = req(vod_models.DeleteMediaRequest, {"FileId": file_id, "SubAppId": 1500000003})
+    client.DeleteMedia(whole)
+    assert describe_media(client, [file_id], SubAppId=1500000003).NotExistFileIdSet == [file_id]
+    assert sdk_error(lambda: client.DeleteMedia(whole)) == "ResourceNotFound"
+    assert sdk_error(lambda: client.call_json("DeleteMedia", {})) == "MissingParameter"
+
+
+def test_vod_session_keys_commit_once_in_their_application(emulator):
+    client = emulator.vod()
+    applied = client.ApplyUpload(req(vod_models.ApplyUploadRequest, {"MediaType": "mp4", "SubAppId": 1500000004}))
+    commit = {"VodSessionKey": applied.VodSessionKey}
+    assert sdk_error(lambda: client.CommitUpload(req(vod_models.CommitUploadRequest, commit))) == \
+        "InvalidParameterValue.VodSessionKey"
+    first = client.CommitUpload(req(vod_models.CommitUploadRequest, {**commit, "SubAppId": 1500000004}))
+    assert first.FileId
+    assert sdk_error(lambda: client.CommitUpload(req(vod_models.CommitUploadRequest, {
+        **commit, "SubAppId": 1500000004}))) == "InvalidParameterValue.VodSessionKey"
+    assert sdk_error(lambda: client.CommitUpload(req(vod_models.CommitUploadRequest, {"VodSessionKey": "nope"}))) \
+        == "InvalidParameterValue.VodSessionKey"
+    assert sdk_error(lambda: client.call_json("CommitUpload", {})) == "MissingParameter"
+    assert sdk_error(lambda: client.call_json("ApplyUpload", {})) == "MissingParameter"
+    assert sdk_error(lambda: client.call_json("ApplyUpload", {"MediaType": "../mp4"})) == \
+        "InvalidParameterValue.MediaType"
+    assert sdk_error(lambda: client.call_json("ApplyUpload", {"MediaType": "mp4", "ExpireTime": "soon"})) == \
+        "InvalidParameterValue.ExpireTime"
+
+
+def test_vod_process_media_and_upload_procedures_use_the_file(emulator):
+    client = emulator.vod()
+    committed = upload(client, MediaName="talk", MediaType="mp3")
+    task_id = client.ProcessMedia(req(vod_models.ProcessMediaRequest, {"FileId": committed.FileId})).TaskId
+    procedure = client.DescribeTaskDetail(req(vod_models.DescribeTaskDetailRequest, {"TaskId": task_id})).ProcedureTask
+    assert (procedure.FileId, procedure.FileName, procedure.FileUrl) == (committed.FileId, "talk", committed.MediaUrl)
+    assert describe_media(client, [committed.FileId]).MediaInfoSet[0].BasicInfo.Category == "Audio"
+    # an upload naming a Procedure starts that task flow on the new file
+    with_procedure = upload(client, Procedure="LongVideoPreset", SessionContext="up-ctx")
+    listed = client.DescribeTasks(req(vod_models.DescribeTasksRequest, {"FileId": with_procedure.FileId}))
+    assert [t.SessionContext for t in listed.TaskSet] == ["up-ctx"]
+    assert client.DescribeTasks(req(vod_models.DescribeTasksRequest, {"FileId": committed.FileId})).TaskSet[0] \
+        .TaskId == task_id
+
+
+def test_reset_forgets_media_files_and_upload_sessions(emulator):
+    client = emulator.vod()
+    file_id = upload(client).FileId
+    pending = client.ApplyUpload(req(vod_models.ApplyUploadRequest, {"MediaType": "mp4"})).VodSessionKey
+    assert describe_media(client, [file_id]).NotExistFileIdSet == []
+    emulator.admin("reset", {})
+    assert describe_media(client, [file_id]).NotExistFileIdSet == [file_id]
+    assert sdk_error(lambda: client.CommitUpload(req(vod_models.CommitUploadRequest, {"VodSessionKey": pending}))) \
+        == "InvalidParameterValue.VodSessionKey"
+
+
+def test_readme_lists_the_default_rate_limits(emulator):
+    readme = (ROOT / "emulator" / "README.md").read_text()
+    listed = {(service, action): int(limit)
+              for service, action, limit in re.findall(r"^\| (\w+) \| `(\w+)` \| (\d+) \|$", readme, re.M)}
+    assert listed == DEFAULT_RATE_LIMITS
+    limits = emulator.admin("stats")["limits"]
+    assert all(limits[f"vod.{a}"] == 100 for a in ("ApplyUpload", "CommitUpload", "DeleteMedia",
+                                                   "DescribeMediaInfos"))
 
 
 # --- AMS -----------------------------------------------------------------------------

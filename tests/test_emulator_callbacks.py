@@ -11,7 +11,8 @@ from tencentcloud.mps.v20190612 import models as mps_models
 from tencentcloud.vod.v20180717 import models as vod_models
 
 from receiver.auth import AMS_SIGNATURE_HEADER, verify_ams_callback, verify_mps_notification, verify_vod_event
-from tests.emulator_fixtures import VOD_SIGN_KEY, callback_sink, req, running_emulator
+from schemas.callbacks import VodEventSchema
+from tests.emulator_fixtures import VOD_SIGN_KEY, callback_sink, parse_strictly, req, running_emulator, shape_errors
 from tests.servers import wait_until
 
 INPUT = {"Type": "URL", "UrlInputInfo": {"Url": "https://example.com/in.mp4"}}
@@ -153,6 +154,113 @@ def test_vod_modify_event_config_routes_per_application(emulator, sink):
     marker = client.ProcessMedia(req(vod_models.ProcessMediaRequest, {"FileId": "3"})).TaskId
     sink.wait_for(marker)
     assert sink.matching(silent.TaskId) == []
+
+
+def upload(client, sub_app_id: int = 0, **params) -> vod_models.CommitUploadResponse:
+    applied = client.ApplyUpload(req(vod_models.ApplyUploadRequest, {"MediaType": "mp4", "SubAppId": sub_app_id,
+                                                                     **params}))
+    return client.CommitUpload(req(vod_models.CommitUploadRequest, {"VodSessionKey": applied.VodSessionKey,
+                                                                    "SubAppId": sub_app_id}))
+
+
+def event_content(body: dict) -> vod_models.EventContent:
+    """The event parsed into the SDK's EventContent, strictly; T and Sign are not in the model."""
+    return parse_strictly(vod_models.EventContent, {k: v for k, v in body.items() if k not in ("Sign", "T")})
+
+
+def push_to(client, sink, sub_app_id: int, path: str, sign_key: str, **switches) -> None:
+    client.ModifyEventConfig(req(vod_models.ModifyEventConfigRequest, {
+        "SubAppId": sub_app_id, "Mode": "PUSH", "NotificationUrl": sink.url + path, "SignKey": sign_key, **switches}))
+
+
+def deliveries_of(emulator, subject: str) -> list[dict]:
+    return [d for d in emulator.admin("stats")["callbacks"]["deliveries"] if d["task_id"] == subject]
+
+
+def logged_ids(emulator) -> set[str]:
+    return {d["task_id"] for d in emulator.admin("stats")["callbacks"]["deliveries"]}
+
+
+def test_vod_commit_upload_sends_a_signed_new_file_upload(emulator, sink):
+    client = emulator.vod()
+    push_to(client, sink, 1500000005, "/vod-files?token=f1", "files-key", UploadMediaCompleteEventSwitch="ON")
+    committed = upload(client, 1500000005, MediaName="clip", SourceContext="src", Procedure="LongVideoPreset")
+    [callback] = sink.wait_for(committed.FileId)
+    assert callback.path == "/vod-files?token=f1"
+    body = callback.body
+    verify_vod_event(body, ["files-key"], time.time(), 60)
+    assert body["EventType"] == "NewFileUpload" and body["EventHandle"]
+    assert shape_errors(vod_models.FileUploadTask, body["FileUploadEvent"]) == []
+    uploaded = event_content(body).FileUploadEvent
+    assert (uploaded.FileId, uploaded.MediaBasicInfo.MediaUrl) == (committed.FileId, committed.MediaUrl)
+    assert uploaded.MediaBasicInfo.SourceInfo.SourceContext == "src" and uploaded.MetaData is None
+    # the event's basic info is what DescribeMediaInfos answers, so the receiver can reconcile one with the other
+    described = client.call_json("DescribeMediaInfos", {"FileIds": [committed.FileId], "SubAppId": 1500000005})
+    assert described["Response"]["MediaInfoSet"][0]["BasicInfo"] == body["FileUploadEvent"]["MediaBasicInfo"]
+    # the upload's Procedure is the task the event names
+    procedure = client.DescribeTaskDetail(req(vod_models.DescribeTaskDetailRequest, {
+        "TaskId": uploaded.ProcedureTaskId, "SubAppId": 1500000005})).ProcedureTask
+    assert procedure.FileId == committed.FileId
+    assert VodEventSchema().validate(body) == {}  # the receiver's own schema takes it
+
+
+def test_vod_delete_media_sends_a_file_deleted(emulator, sink):
+    client = emulator.vod()
+    file_id = upload(client).FileId
+    sink.wait_for(file_id)
+    client.DeleteMedia(req(vod_models.DeleteMediaRequest, {
+        "FileId": file_id, "DeleteParts": [{"Type": "TranscodeFiles", "Definition": 100030}]}))
+    client.DeleteMedia(req(vod_models.DeleteMediaRequest, {"FileId": file_id}))
+    callbacks = sink.wait_for(file_id, count=3)
+    assert all(c.path == "/vod-default" for c in callbacks)
+    for callback in callbacks:
+        verify_vod_event(callback.body, [VOD_SIGN_KEY], time.time(), 60)
+    deletions = [c.body for c in callbacks if c.body["EventType"] == "FileDeleted"]
+    assert len(deletions) == 2 and len({d["EventHandle"] for d in deletions}) == 2
+    for body in deletions:
+        assert shape_errors(vod_models.FileDeleteTask, body["FileDeleteEvent"]) == []
+        assert event_content(body).FileDeleteEvent.FileIdSet == [file_id]
+        assert VodEventSchema().validate(body) == {}
+    parts = sorted(d["FileDeleteEvent"]["FileDeleteResultInfo"][0]["DeleteParts"] for d in deletions)
+    assert parts == [[], [{"Type": "TranscodeFiles", "Definition": 100030}]]  # [] is the whole file
+
+
+def test_vod_file_events_switched_off_or_silenced_are_not_sent(emulator, sink):
+    client = emulator.vod()
+    push_to(client, sink, 1500000006, "/vod-switch", "k", UploadMediaCompleteEventSwitch="OFF")
+    switched_off = upload(client, 1500000006).FileId
+    silenced = upload(client, SourceContext="emulator:no-callback").FileId
+    emulator.admin("faults", {"never_callback": True})
+    during_fault = upload(client).FileId
+    emulator.admin("faults", {"never_callback": False})
+    client.DeleteMedia(req(vod_models.DeleteMediaRequest, {"FileId": switched_off, "SubAppId": 1500000006}))
+    [deleted] = sink.wait_for(switched_off)  # the delete switch was left alone: on
+    assert deleted.body["EventType"] == "FileDeleted"
+    push_to(client, sink, 1500000006, "/vod-switch", "k", UploadMediaCompleteEventSwitch="ON")
+    marker = upload(client, 1500000006).FileId
+    sink.wait_for(marker)
+    assert sink.matching(silenced) == [] and sink.matching(during_fault) == []
+    # a delivery is logged once its POST is answered, a moment after the sink has it
+    logged = wait_until(lambda: {switched_off, marker} <= (ids := logged_ids(emulator)) and ids, 5, "the log")
+    assert not {silenced, during_fault} & logged
+
+
+def test_vod_file_events_are_retried_duplicated_and_dropped_like_task_callbacks(emulator, sink):
+    client = emulator.vod()
+    push_to(client, sink, 1500000007, "/flaky-2/files", "k")
+    retried = upload(client, 1500000007).FileId
+    [callback] = sink.wait_for(retried)
+    verify_vod_event(callback.body, ["k"], time.time(), 60)
+    logged = wait_until(lambda: deliveries_of(emulator, retried), 5, "the delivery log")
+    assert [(d["status"], d["attempts"], d["outcome"]) for d in logged] == [("NewFileUpload", 3, "delivered")]
+    emulator.admin("faults", {"callback_duplicate": 1.0})
+    duplicated = upload(client).FileId
+    twice = sink.wait_for(duplicated, count=2)
+    assert twice[0].body["EventHandle"] == twice[1].body["EventHandle"]
+    emulator.admin("faults", {"callback_duplicate": 0.0, "callback_drop": 1.0})
+    dropped = upload(client).FileId
+    assert [d["outcome"] for d in deliveries_of(emulator, dropped)] == ["dropped"]  # logged before CommitUpload answers
+    assert emulator.admin("stats")["callbacks"]["counts"]["dropped"] == 1
 
 
 def test_ams_callback_signed_with_seed(emulator, sink):
