@@ -158,22 +158,55 @@ def test_ams_audio_moderation(pipeline):
     assert event["task_type"] == "AUDIO" and event["created_at"] == answer["CreatedAt"]
 
 
-def test_vod_new_file_upload_is_forwarded_unreconciled(pipeline):
-    file_id = str(uuid.uuid4().int)[:19]
-    body = payloads.vod_new_file_upload(file_id)
-    answer = post_vod(pipeline.receiver.url, body)
-    assert answer.json()["status"] == "accepted"
+def upload_file(pipeline: Pipeline) -> str:
+    """A file uploaded to the emulator's VOD, which then sends its NewFileUpload event."""
+    vod = pipeline.emulator.vod()
+    session = vod.call_json("ApplyUpload", {"MediaType": "mp4", "MediaName": uid("clip")})["Response"]
+    return vod.call_json("CommitUpload", {"VodSessionKey": session["VodSessionKey"]})["Response"]["FileId"]
 
+
+def file_event(pipeline: Pipeline, event_type: str, file_id: str) -> dict[str, Any]:
     def forwarded() -> dict[str, Any] | None:
-        return next((e for e in pipeline.events() if e["event_type"] == "NewFileUpload"
-                     and e["detail"]["FileUploadEvent"]["FileId"] == file_id), None)
+        for event in pipeline.events():
+            detail = event["detail"] or {}
+            if event["event_type"] == event_type and file_id in (detail.get("FileId"),
+                                                                 *detail.get("NotExistFileIdSet", ())):
+                return event
+        return None
 
-    event = wait_until(forwarded, 30, "the NewFileUpload event")
-    assert_valid(event)
-    assert event["source"] == "vod" and event["reconciled_with"] is None and event["reconciled_at"] is None
-    assert event["task_id"] is None and event["status"] is None and event["succeeded"] is None
-    assert event["detail"] == body  # the verified callback, without its T and Sign
-    pipeline.wait_settled(id=answer.json()["id"])
+    return wait_until(forwarded, 30, f"the {event_type} event of file {file_id}")
+
+
+def test_vod_file_events_are_confirmed_with_describe_media_infos(pipeline):
+    file_id = upload_file(pipeline)
+    uploaded = file_event(pipeline, "NewFileUpload", file_id)
+    assert_valid(uploaded)
+    [info] = pipeline.emulator.vod().call_json("DescribeMediaInfos", {"FileIds": [file_id]})["Response"][
+        "MediaInfoSet"]
+    assert uploaded["detail"] == info and uploaded["reconciled_with"] == "vod:DescribeMediaInfos"
+    assert uploaded["task_id"] is None and uploaded["source"] == "vod" and uploaded["reconciled_at"]
+    pipeline.emulator.vod().call_json("DeleteMedia", {"FileId": file_id})
+    deleted = file_event(pipeline, "FileDeleted", file_id)
+    assert_valid(deleted)
+    assert deleted["detail"] == {"NotExistFileIdSet": [file_id]} and deleted["event_id"] != uploaded["event_id"]
+    assert pipeline.stats("vod.DescribeMediaInfos")["calls"] >= 2
+
+
+def test_forged_vod_file_events_are_not_forwarded(pipeline):
+    """Issue 9, finding 4: file events were forwarded on their signature alone, the attacker's body as detail."""
+    existing = upload_file(pipeline)
+    file_event(pipeline, "NewFileUpload", existing)
+    never_uploaded = str(uuid.uuid4().int)[:19]
+    forged_upload = post_vod(pipeline.receiver.url, payloads.vod_new_file_upload(never_uploaded)).json()["id"]
+    forged_delete = post_vod(pipeline.receiver.url, payloads.vod_file_deleted((existing,))).json()["id"]
+    wait_until(lambda: {r["state"] for r in pipeline.inbox_rows(id=forged_upload)} == {"rejected"}
+               and {r["state"] for r in pipeline.inbox_rows(id=forged_delete)} == {"rejected"}, 30,
+               "both forged file events to be rejected")
+    assert pipeline.inbox_rows(id=forged_upload)[0]["reason"] == "unknown_file"
+    assert pipeline.inbox_rows(id=forged_delete)[0]["reason"] == "unconfirmed"
+    assert not [e for e in pipeline.events() if e["event_type"] == "FileDeleted"
+                and existing in e["detail"]["NotExistFileIdSet"]]
+    assert not [e for e in pipeline.events() if (e["detail"] or {}).get("FileId") == never_uploaded]
 
 
 @pytest.mark.parametrize("product", ["mps", "ams"])

@@ -19,7 +19,7 @@ import pytest
 from receiver.callbacks import CallbackRecord, new_record_id
 from receiver.config import ConfigError, load_settings
 from receiver.idempotency import CLAIMED, IdempotencyStore
-from receiver.inbox import InboxUnavailable, open_inbox
+from receiver.inbox import InboxUnavailable, Outcome, Settlement, open_inbox
 from receiver.inbox import sqs as sqs_inbox
 from receiver.inbox.sqs import SqsInbox
 from tests.moto_fixtures import MotoServer, create_inbox_queue, create_table, drain, moto_server  # noqa: F401 - the fixture
@@ -221,6 +221,55 @@ def test_reject_counts_each_record_once_by_reason(deployment):
     inbox.reject(OWNER, callbacks[2].id, "session_mismatch", time.time())  # settled already: nothing
     assert deployment.inbox().rejections_by_reason() == {"unknown_task": 2, "session_mismatch": 1}
     assert inbox.counts_by_state()["rejected"] == 3
+
+
+# --- dedup that never costs a genuine event (SPEC 6, issue 9 finding 3) -----------------------------
+
+
+def test_a_rejected_record_lets_go_of_its_key_across_hosts(deployment):
+    host_a, host_b = deployment.inbox(), deployment.inbox()
+    forged = record()
+    host_a.accept(forged)
+    claim_until(host_a, 1)
+    host_a.reject(OWNER, forged.id, "session_mismatch", time.time())
+    genuine = host_b.accept(replace(forged, id=new_record_id()))
+    assert genuine.duplicate is False and genuine.id != forged.id
+    assert host_a.accept(replace(forged, id=new_record_id())).duplicate  # the new record holds the key now
+
+
+def test_an_unconfirmed_record_lets_go_of_its_key(deployment):
+    inbox = deployment.inbox()
+    first = record()
+    inbox.accept(first)
+    claim_until(inbox, 1)
+    inbox.settle(OWNER, [Settlement(first.id, Outcome.UNCONFIRMED)], time.time())
+    assert inbox.accept(replace(first, id=new_record_id())).duplicate is False
+
+
+def test_copies_answered_duplicate_while_pending_queue_the_record_again_with_their_patience(deployment):
+    host_a, host_b = deployment.inbox(), deployment.inbox()
+    first = record()
+    host_a.accept(first)
+    [claimed] = claim_until(host_a, 1)
+    copy = replace(first, id=new_record_id(), received_at=first.received_at + 40)
+    assert host_b.accept(copy).duplicate  # the genuine copy, while the first is being reconciled
+    host_a.reject(OWNER, first.id, "unknown_task", time.time())
+    [again] = claim_until(host_b, 1)
+    assert again.record == first and again.waiting_since == copy.received_at and again.priority == 0
+    assert deployment.inbox().rejections_by_reason() == {}  # not rejected: reconciled once more
+    host_b.reject(OWNER, first.id, "unknown_task", time.time())
+    assert deployment.inbox().rejections_by_reason() == {"unknown_task": 1}
+    assert host_a.accept(replace(first, id=new_record_id())).duplicate is False
+
+
+def test_a_deferred_record_comes_back_at_once(deployment):
+    inbox = deployment.inbox()
+    callback = record()
+    inbox.accept(callback)
+    claim_until(inbox, 1, lease=60)
+    inbox.settle(OWNER, [Settlement(callback.id, Outcome.DEFERRED)], time.time())
+    [again] = claim_until(inbox, 1, timeout=5)
+    assert again.record.id == callback.id
 
 
 # --- forwarding once across hosts ------------------------------------------------------------------

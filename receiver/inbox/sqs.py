@@ -15,17 +15,25 @@ on one host, SQS and the shared table (`receiver.idempotency`) do here:
   for it a moment, then answers with the stored id.
 - **Claim** (worker): ReceiveMessage with `VisibilityTimeout` = the lease; a
   crashed worker's messages reappear when it runs out, so there are no lease
-  owners to release. `attempts` is SQS's `ApproximateReceiveCount`. There is
-  no priority here: records of the missed-callback sweeper (`origin`
-  "sweeper") are received in the queue's order with the callbacks, unlike the
-  SQLite inbox, which gives live callbacks three quarters of every batch. A
-  message written before records had an `origin` loads as a callback.
-- **Settle**: done = DeleteMessage; retry later = ChangeMessageVisibility to
-  the backoff; reject = a `rejected#<record id>` record with its reason and a
-  per-reason counter, then delete; bury = send the record, with its last
-  error as a message attribute, to the dead-letter queue named by the queue's
-  RedrivePolicy, then delete. The redrive policy itself remains the backstop
-  for a record that crashes every worker before it can be settled.
+  owners to release. `attempts` is SQS's `ApproximateReceiveCount`. One queue
+  has no priorities across batches; within a batch, records come in the
+  SQLite inbox's order, told from the record: first receives, then records
+  received before (look-agains, retries, deferrals), then records of the
+  missed-callback sweeper (`origin` "sweeper"). A message written before
+  records had an `origin` loads as a callback.
+- **Settle** (`settle`): done = DeleteMessage; retry later or deferred =
+  ChangeMessageVisibility to the backoff (0 when deferred); reject = a
+  `rejected#<record id>` record with its reason and a per-reason counter,
+  then delete; bury = send the record, with its last error as a message
+  attribute, to the dead-letter queue named by the queue's RedrivePolicy,
+  then delete. The redrive policy itself remains the backstop for a record
+  that crashes every worker before it can be settled.
+- **Copies** (SPEC 6): a duplicate adds one to `copies` on the callback's
+  `callback#<key>` record. A record rejected, or done with another status
+  than it claimed, deletes that record (the key is free: the next copy is a
+  record of its own) unless copies came meanwhile; then it is sent to the
+  queue afresh, its patience counted from the latest copy, and reconciled
+  once more.
 - **Forward once across hosts**: `already_forwarded(ids)` *claims* each
   `event#<id>` until the current batch's lease runs out and answers the ids that
   are completed or that another worker holds; `mark_forwarded(ids)` completes
