@@ -97,7 +97,7 @@ def file_ids(record: CallbackRecord) -> list[str]:
     event = _vod_event_object(payload, record.event_type)
     if record.event_type == "NewFileUpload":
         return [str(event.get("FileId"))]
-    return [str(file_id) for file_id in event.get("FileIdSet") or []]
+    return list(dict.fromkeys(str(file_id) for file_id in event.get("FileIdSet") or []))
 
 
 def extract_record(

@@ -83,7 +83,8 @@ def _read_body(max_bytes: int) -> bytes:
     except RequestEntityTooLarge:
         raise
     except Exception as error:  # noqa: BLE001 - a body that cannot be read is the sender's fault, whatever the reason
-        raise InvalidPayload(f"the request body cannot be read ({type(error).__name__})") from None
+        log.info("unreadable request body on %r: %s", request.path, type(error).__name__)
+        raise InvalidPayload("the request body cannot be read: its framing is broken or the sender hung up") from None
     if len(body) > max_bytes:
         raise RequestEntityTooLarge()
     return body
@@ -169,7 +170,7 @@ def _http_error(error: HTTPException) -> Response:
 
 def _unexpected_error(error: Exception) -> Response:
     # request.path, never request.url: the query string carries the URL token.
-    log.error("unexpected error answering %s %s", request.method, request.path, exc_info=error)
+    log.error("unexpected error answering %s %r", request.method, request.path, exc_info=error)
     return _error(500, "InternalError", "internal error")
 
 

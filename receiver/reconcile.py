@@ -391,30 +391,28 @@ def build_event(
     }
 
 
-def unreconciled_event(record: CallbackRecord, body: dict[str, Any]) -> dict[str, Any]:
-    """A VOD event with nothing to describe, forwarded on its signature alone (VOD_FORWARD_UNRECONCILED=true)."""
-    detail = {k: v for k, v in body.items() if k not in ("Sign", "T")}
+def _event_without_task(record: CallbackRecord, subject: str, **fields: Any) -> dict[str, Any]:
+    """An event about no task (VOD file events, unreconciled VOD events): the task's fields are null."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "event_id": event_id(record.source, record.event_type, record.dedup_key, None),
+        "event_id": event_id(record.source, record.event_type, subject, None),
         "source": record.source,
         "event_type": record.event_type,
-        "task_id": None,
-        "task_type": None,
-        "status": None,
-        "succeeded": None,
-        "error_code": None,
-        "error_message": None,
-        "session_id": record.session_id,
-        "session_context": record.session_context,
-        "created_at": None,
-        "started_at": None,
-        "finished_at": None,
+        **dict.fromkeys(("task_id", "task_type", "status", "succeeded", "error_code", "error_message",
+                         "session_id", "session_context", "created_at", "started_at", "finished_at")),
         "received_at": iso(record.received_at),
         "reconciled_at": None,
         "reconciled_with": None,
-        "detail": redact(detail),
+        "detail": None,
+        **fields,
     }
+
+
+def unreconciled_event(record: CallbackRecord, body: dict[str, Any]) -> dict[str, Any]:
+    """A VOD event with nothing to describe, forwarded on its signature alone (VOD_FORWARD_UNRECONCILED=true)."""
+    detail = {k: v for k, v in body.items() if k not in ("Sign", "T")}
+    return _event_without_task(record, record.dedup_key, session_id=record.session_id,
+                               session_context=record.session_context, detail=redact(detail))
 
 
 def judge(
@@ -489,24 +487,5 @@ def judge_file_event(
         detail = {"NotExistFileIdSet": list(file_ids)}
         created_at = None
         subject = "files:" + ",".join(sorted(file_ids))
-    return Forward({
-        "schema_version": SCHEMA_VERSION,
-        "event_id": event_id(record.source, record.event_type, subject, None),
-        "source": record.source,
-        "event_type": record.event_type,
-        "task_id": None,
-        "task_type": None,
-        "status": None,
-        "succeeded": None,
-        "error_code": None,
-        "error_message": None,
-        "session_id": None,
-        "session_context": None,
-        "created_at": created_at,
-        "started_at": None,
-        "finished_at": None,
-        "received_at": iso(record.received_at),
-        "reconciled_at": iso(reconciled_at),
-        "reconciled_with": call.label,
-        "detail": detail,
-    })
+    return Forward(_event_without_task(record, subject, created_at=created_at, reconciled_at=iso(reconciled_at),
+                                       reconciled_with=call.label, detail=detail))

@@ -48,6 +48,7 @@ from receiver.logs import configure_logging
 from receiver.ratelimit import RateLimits, worker_limits
 from receiver.reconcile import (
     FINAL_STATUSES,
+    UNCONFIRMED,
     UNKNOWN_TASK,
     UNRECONCILABLE,
     DescribeCall,
@@ -224,13 +225,14 @@ class Worker:
 
     def _work(self, unit: _Unit, budget: PassBudget | None) -> Judged:
         """The verdicts of one unit; whatever goes wrong stays with its records."""
-        if unit.kind == "unreconcilable":
-            return [(item, self._unreconcilable(item)) for item in unit.items]
-        if budget is None:
+        if budget is None and unit.kind != "unreconcilable":
             now = self.clock()
             return [(item, Retry("no Tencent Cloud credentials", now + NO_CREDENTIALS_RETRY_SECONDS))
                     for item in unit.items]
         try:
+            if unit.kind == "unreconcilable":
+                return [(item, self._unreconcilable(item)) for item in unit.items]
+            assert budget is not None
             if unit.kind == "files":
                 return self._describe_files(unit.items, budget)
             if unit.kind == "session":
@@ -287,7 +289,15 @@ class Worker:
                                    budget)
 
     def _describe_files(self, items: list[ClaimedRecord], budget: PassBudget) -> Judged:
-        """VOD NewFileUpload / FileDeleted: one DescribeMediaInfos per 20 files of the unit."""
+        """VOD NewFileUpload / FileDeleted: one DescribeMediaInfos per 20 files of the unit.
+
+        VOD deletes one file per DeleteMedia: an event naming more than 20 is
+        refused unasked, so that a forged one cannot spend hundreds of calls.
+        """
+        too_many = [item for item in items if len(file_ids(item.record)) > MEDIA_INFOS_PER_CALL]
+        judged: Judged = [(item, Reject(UNCONFIRMED, f"the event names more than {MEDIA_INFOS_PER_CALL} files"))
+                          for item in too_many]
+        items = [item for item in items if item not in too_many]
         wanted = {item.record.id: file_ids(item.record) for item in items}
         unique = list(dict.fromkeys(file_id for ids in wanted.values() for file_id in ids))
         found: dict[str, dict[str, Any]] = {}
@@ -302,7 +312,6 @@ class Worker:
         self._report("tencentcloud", "ok", "")
         now = self.clock()
         patience = self.settings.not_found_patience_seconds
-        judged: Judged = []
         for item in items:
             verdict = judge_file_event(item.record, wanted[item.record.id], found, missing, now,
                                        patience_left=now - item.waiting_since < patience)

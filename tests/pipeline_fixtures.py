@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,15 @@ class Pipeline:
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.worker: WorkerProcess | None = None
         self._worker_starts = 0
+
+    def running_with_worker(self) -> Iterator[Pipeline]:
+        """Body of a pytest fixture: emulator, receiver and worker started, all stopped afterwards."""
+        try:
+            self.start()
+            self.start_worker()
+            yield self
+        finally:
+            self.stop()
 
     def start(self) -> Pipeline:
         if self.own_emulator:

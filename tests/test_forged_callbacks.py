@@ -24,14 +24,8 @@ FINISH_AFTER_SECONDS = 4.0
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    pipe = Pipeline(tmp_path_factory.mktemp("forged"), finish_after=FINISH_AFTER_SECONDS,
-                    CONSISTENCY_PATIENCE_SECONDS="1")
-    try:
-        pipe.start()
-        pipe.start_worker()
-        yield pipe
-    finally:
-        pipe.stop()
+    yield from Pipeline(tmp_path_factory.mktemp("forged"), finish_after=FINISH_AFTER_SECONDS,
+                        CONSISTENCY_PATIENCE_SECONDS="1").running_with_worker()
 
 
 def uid(prefix: str) -> str:

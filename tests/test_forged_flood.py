@@ -49,12 +49,7 @@ def parse(moment: str) -> float:
 def pipeline(tmp_path):
     pipe = Pipeline(tmp_path, mps_describe_limit=LIMIT)
     pipe.env["NOT_FOUND_PATIENCE_SECONDS"] = str(NOT_FOUND_PATIENCE)
-    try:
-        pipe.start()
-        pipe.start_worker()
-        yield pipe
-    finally:
-        pipe.stop()
+    yield from pipe.running_with_worker()
 
 
 def test_a_flood_of_forged_callbacks_does_not_delay_genuine_events_nor_exceed_the_limit(pipeline):

@@ -23,7 +23,7 @@ from receiver.reconcile import DescribeCall
 from receiver.sinks import LogSink
 from receiver.tencentcloud import UNREADABLE_ANSWER
 from receiver.worker import Worker
-from schemas.callbacks import MpsNotificationSchema
+from schemas.callbacks import MpsNotificationSchema, VodEventSchema
 from tests import payloads
 from tests.conftest import MPS_KEYS
 
@@ -110,5 +110,19 @@ def test_records_that_break_are_retried_and_buried_alone_while_their_batch_mates
         assert set(errors) == set(BAD_ANSWERS)
         assert "not standard JSON" in errors[task("nan")] and UNREADABLE_ANSWER in errors[task("unreadable")]
         assert "AttributeError" in errors[task("string")]
+    finally:
+        inbox.close()
+
+
+def test_a_file_event_naming_more_files_than_one_call_takes_is_refused_without_a_call(tmp_path):
+    """VOD deletes one file per DeleteMedia: a forged FileDeleted of 30,000 ids must not cost 1,500 calls."""
+    inbox = SqliteInbox(tmp_path / "inbox.db")
+    body = auth.sign_vod_event(payloads.vod_file_deleted(tuple(str(10**18 + i) for i in range(30_000))), "k", now=T0)
+    inbox.accept(extract_record("vod", VodEventSchema().load(body), json.dumps(body).encode(), T0))
+    edge = TencentCloudEdge()
+    worker = Worker(load_settings({}), inbox, LogSink(str(tmp_path / "events.jsonl")), edge, clock=lambda: T0 + 1)
+    try:
+        assert worker.run_once() == 1
+        assert edge.calls == [] and inbox.rejections_by_reason() == {"unconfirmed": 1}
     finally:
         inbox.close()

@@ -213,7 +213,10 @@ class _Writer:
             if exists and version < SCHEMA_VERSION:
                 self._upgrade()
             self.conn.executescript(SCHEMA)
-            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if version != SCHEMA_VERSION:
+                # Only then: a write here needs the database lock, and a process booting
+                # while another holds it (a long transaction) must still come up.
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
