@@ -90,31 +90,41 @@ def test_finding2_ten_thousand_health_checks_hold_no_file_descriptor(start_recei
     process's open-file count unchanged."""
     server = start_receiver(workers=2, threads=4, GUNICORN_WORKER_CLASS=worker_class)
     port = server.port
-    workers = wait_until(lambda: sorted(children_of(server.process.pid)) if len(children_of(
-        server.process.pid)) == 2 else None, 20, "two gunicorn workers")
+
+    def two_workers() -> list[int] | None:
+        pids = sorted(children_of(server.process.pid))
+        return pids if len(pids) == 2 else None
+
+    workers = wait_until(two_workers, 20, "two gunicorn workers")
     paths = ["/readyz", "/metrics"]
 
     def hit(i: int) -> int | None:
         return fresh_get(port, paths[i % 2])
 
-    # Warm up: every thread of every worker has opened whatever it keeps for good.
-    with ThreadPoolExecutor(8) as pool:
-        assert set(pool.map(hit, range(400))) == {200}
-
-    def settled_counts() -> dict[int, int]:
+    def counts() -> dict[int, int]:
         return {pid: open_files(pid) for pid in workers}
 
-    # Sockets of the warm-up still closing: take the count once it stops falling.
     previous: dict[int, int] = {}
 
     def stable() -> dict[int, int] | None:
+        """The counts once two looks half a second apart agree (sockets just answered still closing)."""
         nonlocal previous
-        now = settled_counts()
-        same = now == previous
-        previous = now
+        now = counts()
+        same, previous = now == previous, now
         return now if same else None
 
-    baseline = wait_until(stable, 20, "open-file counts to settle after the warm-up", interval=0.5)
+    # Warm up until a round changes nothing: whatever a process keeps for good (a connection per thread of
+    # gthread's pool, say) is open before the baseline, however gunicorn spread the first connections.
+    # Under a leak no round is ever neutral: after the last one, the measured growth says it.
+    baseline: dict[int, int] = {}
+    for _ in range(8):
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(hit, range(500)))
+        assert set(answers) == {200}, f"warm-up answers: { {a: answers.count(a) for a in set(answers)} }"
+        settled = wait_until(stable, 20, "open-file counts to settle after a warm-up round", interval=0.5)
+        if settled == baseline:
+            break
+        baseline = settled
 
     started = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
@@ -126,7 +136,7 @@ def test_finding2_ten_thousand_health_checks_hold_no_file_descriptor(start_recei
     last: dict[int, int] = {}
 
     def back_to_baseline() -> bool:
-        last.update(settled_counts())
+        last.update(counts())
         return all(last[pid] <= baseline[pid] for pid in workers)
 
     try:
@@ -318,9 +328,9 @@ def test_finding7_malformed_chunked_framing_is_never_a_5xx(receiver, case):
 
 
 def test_finding7_thousands_of_bad_labels_get_a_compact_answer_naming_labels(receiver):
-    """Issue 9, finding 7: a 64 KiB AMS body with 4,000 bad `Labels` entries got a 400 of ~125 KB (every
+    """Issue 9, finding 7: a 64 KiB AMS body with 4,100 bad `Labels` entries got a 400 of ~170 KB (every
     entry listed). SPEC 3: an error answer is at most a few KiB whatever the body, and still names the field."""
-    body = {**payloads.ams_from_seed(), "TaskId": f"hostile-{uuid.uuid4().hex}", "Labels": [{"Score": "x"}] * 4000}
+    body = {**payloads.ams_from_seed(), "TaskId": f"hostile-{uuid.uuid4().hex}", "Labels": [{"Score": "x"}] * 4100}
     raw = json.dumps(body, ensure_ascii=False).encode()
     assert len(raw) >= 64 * 1024
     answer = post_bytes(receiver.port, "ams", raw, headers=ams_headers(raw, AMS_SEED))
@@ -340,7 +350,6 @@ def test_finding7_the_access_log_cannot_be_forged_through_the_path(receiver, new
     with requests.Session() as session:  # one connection: the same gunicorn worker logs both, in order
         answer = session.post(f"{receiver.url}{path}", data=b"{}", params={"token": TOKENS[0]}, timeout=10)
         assert answer.status_code < 500, answer.text
-        session.get(f"{receiver.url}/healthz?after={marker}", timeout=10)
         session.post(f"{receiver.url}/callbacks/after-{marker}", data=b"{}", timeout=10)
     wait_until(lambda: f"after-{marker}" in receiver.log(), 10, "the access log line after the injection")
     lines = receiver.log().splitlines()
@@ -351,7 +360,7 @@ def test_finding7_the_access_log_cannot_be_forged_through_the_path(receiver, new
     assert not stray, f"the injected path broke out of its log line: {stray}"
 
 
-# --- nothing of the above answers 5xx, whatever else is wrong with it -----------------------------------
+# --- without the token, nothing of the above is even parsed ------------------------------------------
 
 
 def test_finding7_an_unauthenticated_hostile_body_is_refused_before_it_is_parsed(receiver):
