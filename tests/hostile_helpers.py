@@ -49,6 +49,9 @@ class RawAnswer:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     raw: bytes = b""
+    # The server reset the connection while the request was still being sent: it answers an oversized
+    # upload (413) and closes without reading the rest, and the answer may be lost with the reset.
+    cut_off: bool = False
 
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
@@ -78,9 +81,13 @@ def raw_exchange(port: int, request: bytes, half_close: bool = False, timeout: f
     end of the stream, as after a client that sent a truncated body and left.
     """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-        conn.sendall(request)
-        if half_close:
-            conn.shutdown(socket.SHUT_WR)
+        cut_off = False
+        try:
+            conn.sendall(request)
+            if half_close:
+                conn.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            cut_off = True
         data = b""
         try:
             while True:
@@ -94,7 +101,9 @@ def raw_exchange(port: int, request: bytes, half_close: bool = False, timeout: f
                     break
         except (TimeoutError, ConnectionResetError):
             pass
-    return _parse_answer(data)
+    answer = _parse_answer(data)
+    answer.cut_off = cut_off
+    return answer
 
 
 def http_request(method: str, target: str, body: bytes = b"", headers: dict[str, str] | None = None,

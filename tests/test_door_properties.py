@@ -346,6 +346,8 @@ def arbitrary_callbacks(draw) -> Callback:
 
 def answer_problems(callback: Callback, answer: RawAnswer) -> list[str]:
     """What SPEC 3 forbids in the answer to one generated request."""
+    if answer.cut_off and answer.status is None and len(callback.raw) > MAX_BODY_BYTES:
+        return []  # refused (413) before it was all sent: the reset can take the answer with it
     problems = spec_answer_problems(answer)
     if answer.status is not None:
         too_large = len(callback.raw) > MAX_BODY_BYTES

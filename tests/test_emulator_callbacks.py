@@ -65,9 +65,11 @@ def test_mps_finish_mode_calls_back_once_and_failure_is_reported(emulator, sink)
     event = callback.body["WorkflowTaskEvent"]
     assert event["Status"] == "FINISH" and event["ErrCode"] != 0 and event["Message"]
     verify_mps_notification(callback.body, ["nk"], time.time(), 60)
-    deliveries = emulator.admin("stats")["callbacks"]["deliveries"]
-    assert [d["outcome"] for d in deliveries if d["task_id"] == task_id] == ["delivered"]
-    assert "token" not in json.dumps(deliveries)
+    # The delivery is recorded once the POST has been answered, a moment after the sink saw it.
+    deliveries = wait_until(lambda: [d for d in emulator.admin("stats")["callbacks"]["deliveries"]
+                                     if d["task_id"] == task_id], 10, "the delivery to be recorded")
+    assert [d["outcome"] for d in deliveries] == ["delivered"]
+    assert "token" not in json.dumps(emulator.admin("stats")["callbacks"]["deliveries"])
 
 
 def test_mps_batch_task_callback(emulator, sink):
