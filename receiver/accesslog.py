@@ -28,8 +28,11 @@ def escape(value: str) -> str:
 
 
 class EscapedAtoms(SafeAtoms):
-    def __init__(self, atoms: dict[str, Any]):
-        super().__init__({key: escape(value) if isinstance(value, str) else value for key, value in atoms.items()})
+    """Escapes an atom when the log format reads it: a line uses a few of the fifty or so atoms."""
+
+    def __getitem__(self, key: str) -> Any:
+        value = super().__getitem__(key)
+        return escape(value) if isinstance(value, str) else value
 
 
 class AccessLogger(Logger):
