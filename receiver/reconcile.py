@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from receiver.callbacks import ORIGIN_SWEEPER, RESOLVE_BY_SESSION_ID, RESOLVE_NOTHING, CallbackRecord
+from schemas.callbacks import VOD_TASK_EVENT_FIELDS
 from schemas.event import SCHEMA_VERSION
 
 REDACTED = "***"
@@ -240,9 +241,23 @@ def event_type_fits(source: str, event_type: str, task_type: str | None) -> bool
         return True
     if source == "mps":
         return task_type in _MPS_EVENT_TASK_TYPES.get(event_type, {event_type})
-    event = _stem(event_type, ("StateChanged", "TaskComplete", "Complete"))
     task = _stem(task_type, ("Task",))
-    return task == event or task in _VOD_EVENT_TASK_ALIASES.get(event, set())
+    # A task type we know the event of takes that event only (not a look-alike such as "ProcedureComplete");
+    # a task type newer than our table takes the event named after it.
+    known = {known_event for known_event in VOD_TASK_EVENT_FIELDS if _names_task(known_event, task)}
+    return event_type in known if known else _names_task(event_type, task)
+
+
+def vod_event_type_for(task_type: str) -> str:
+    """The event a VOD task of `task_type` calls back with (a task newer than our table: `<TaskType>Complete`)."""
+    task = _stem(task_type, ("Task",))
+    known = sorted(event for event in VOD_TASK_EVENT_FIELDS if _names_task(event, task))
+    return known[0] if known else f"{task_type}Complete"
+
+
+def _names_task(vod_event_type: str, task_stem: str) -> bool:
+    event = _stem(vod_event_type, ("StateChanged", "TaskComplete", "Complete"))
+    return task_stem == event or task_stem in _VOD_EVENT_TASK_ALIASES.get(event, set())
 
 
 # --- checks ----------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from receiver.config import Settings
 from receiver.inbox import Inbox, open_configured_inbox
 from receiver.logs import configure_logging
 from receiver.ratelimit import RateLimits, sweeper_limits
-from receiver.reconcile import DescribeCall, event_id
+from receiver.reconcile import DescribeCall, event_id, vod_event_type_for
 from receiver.tencentcloud import Failure, TencentCloud, classify
 
 log = logging.getLogger("receiver.sweeper")
@@ -79,8 +79,6 @@ MPS_EVENT_TYPES = {
     "ExtractBlindWatermark": "ExtractBlindWatermark",
     "ExtractBlindWatermarkTask": "ExtractBlindWatermark",
 }
-# VOD TaskType -> EventType, where it is not "<TaskType>Complete".
-VOD_EVENT_TYPES = {"Procedure": "ProcedureStateChanged", "EditMedia": "EditMediaComplete"}
 AMS_FINAL_LISTED = ("FINISH", "ERROR")
 
 
@@ -90,9 +88,8 @@ def mps_event_type(task_type: str | None) -> str | None:
 
 
 def vod_event_type(task_type: str | None) -> str | None:
-    if not task_type:
-        return None
-    return VOD_EVENT_TYPES.get(task_type, f"{task_type}Complete")
+    """The callback event type of a VOD task type, the one the event type check expects."""
+    return vod_event_type_for(task_type) if task_type else None
 
 
 def iso_seconds(epoch: float) -> str:

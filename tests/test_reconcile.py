@@ -248,6 +248,9 @@ def test_secrets_are_redacted_at_any_depth_and_nothing_else_changes():
     ("vod", "RemoveWatermark", "RemoveWatermarkTask", True),
     ("vod", "AigcImageTaskComplete", "AigcImageTask", True),
     ("vod", "ProcedureStateChanged", "EditMedia", False),
+    ("vod", "ProcedureComplete", "Procedure", False),  # a look-alike of the known event
+    ("vod", "FutureThingComplete", "FutureThing", True),  # a task type newer than our table
+    ("vod", "OtherThingComplete", "FutureThing", False),
     ("vod", "ProcedureStateChanged", None, True),  # the answer says nothing against it
     ("mps", "WorkflowTask", "WorkflowTask", True),
     ("mps", "BatchTask", "WorkflowTask", False),

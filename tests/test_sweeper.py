@@ -78,6 +78,10 @@ def test_mps_event_types(task_type, event_type):
 @pytest.mark.parametrize(("task_type", "event_type"), [
     ("Procedure", "ProcedureStateChanged"), ("EditMedia", "EditMediaComplete"),
     ("Transcode", "TranscodeComplete"), ("", None),
+    # Named unlike "<TaskType>Complete": the event the event type check expects of the task.
+    ("RemoveWatermarkTask", "RemoveWatermark"), ("PullUpload", "PullComplete"),
+    ("SnapshotByTimeOffset", "CreateSnapshotByTimeOffsetComplete"), ("AigcImageTask", "AigcImageTaskComplete"),
+    ("FutureThing", "FutureThingComplete"),
 ])
 def test_vod_event_types(task_type, event_type):
     assert vod_event_type(task_type) == event_type
