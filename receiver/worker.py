@@ -294,12 +294,16 @@ class Worker:
         VOD deletes one file per DeleteMedia: an event naming more than 20 is
         refused unasked, so that a forged one cannot spend hundreds of calls.
         """
-        too_many = [item for item in items if len(file_ids(item.record)) > MEDIA_INFOS_PER_CALL]
-        judged: Judged = [(item, Reject(UNCONFIRMED, f"the event names more than {MEDIA_INFOS_PER_CALL} files"))
-                          for item in too_many]
-        items = [item for item in items if item not in too_many]
         wanted = {item.record.id: file_ids(item.record) for item in items}
-        unique = list(dict.fromkeys(file_id for ids in wanted.values() for file_id in ids))
+        judged: Judged = []
+        asked = []
+        for item in items:
+            if len(wanted[item.record.id]) > MEDIA_INFOS_PER_CALL:
+                judged.append((item, Reject(UNCONFIRMED, f"the event names more than {MEDIA_INFOS_PER_CALL} files")))
+            else:
+                asked.append(item)
+        items = asked
+        unique = list(dict.fromkeys(file_id for item in items for file_id in wanted[item.record.id]))
         found: dict[str, dict[str, Any]] = {}
         missing: set[str] = set()
         for start in range(0, len(unique), MEDIA_INFOS_PER_CALL):
