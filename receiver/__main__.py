@@ -1,6 +1,7 @@
 """`python -m receiver` (what `make run` calls): the whole product on one host.
 
-Starts the `Procfile` processes — gunicorn serving `app:app`, the worker, and
+Starts the `Procfile` processes — gunicorn serving `app:app`, the worker
+(`WORKER_PROCESSES` of them; none with `WORKER_IN_WEB=true`), and
 with `RUN_SWEEPER=true` the missed-callback sweeper — and stops them all on Ctrl-C or SIGTERM.
 
 Without Tencent Cloud credentials it is a local trial: it also starts the
@@ -70,10 +71,10 @@ def main() -> int:
         log.critical("configuration error: %s", error)
         return 2
     python = sys.executable
-    commands = {
-        "web": [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-        "worker": [python, "-m", "receiver.worker"],
-    }
+    commands = {"web": [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"]}
+    if not settings.worker_in_web:  # WORKER_PROCESSES of them, sharing each action's quota through the host
+        for n in range(1, settings.worker_processes + 1):
+            commands[f"worker-{n}" if settings.worker_processes > 1 else "worker"] = [python, "-m", "receiver.worker"]
     if settings.run_sweeper:  # RUN_SWEEPER=true: the Procfile's sweeper line too
         commands["sweeper"] = [python, "-m", "receiver.sweeper"]
     if local_trial:

@@ -60,6 +60,9 @@ class Settings:
     receiver_public_url: str = "http://127.0.0.1:8000"
     worker_in_web: bool = False
     worker_processes: int = 1
+    worker_lease_seconds: float = 120.0
+    tencentcloud_quota_share: float = 1.0
+    tencentcloud_max_in_flight: int = 128
     rate_limits: Mapping[tuple[str, str], int] = field(
         default_factory=lambda: dict(DEFAULT_RATE_LIMITS)
     )
@@ -122,6 +125,31 @@ class _Reader:
         if value is None or value.strip() == "":
             return None
         return value.strip()
+
+    def fraction(self, name: str, default: float) -> float:
+        """A number in (0, 1]."""
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+        if not 0 < number <= 1:
+            raise ConfigError(f"{name}: must be more than 0 and at most 1, got {value}")
+        return number
+
+    def seconds(self, name: str, default: float, minimum: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a number of seconds, got {value!r}") from None
+        if not number >= minimum or number == float("inf"):
+            raise ConfigError(f"{name}: must be a finite number of at least {minimum}, got {value}")
+        return number
 
     def string(self, name: str, default: str | None = None) -> str | None:
         value = self.raw(name)
@@ -257,6 +285,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ).rstrip("/"),
         worker_in_web=reader.boolean("WORKER_IN_WEB", False),
         worker_processes=reader.integer("WORKER_PROCESSES", 1, minimum=1),
+        worker_lease_seconds=reader.seconds("WORKER_LEASE_SECONDS", 120.0, minimum=0.5),
+        tencentcloud_quota_share=reader.fraction("TENCENTCLOUD_QUOTA_SHARE", 1.0),
+        tencentcloud_max_in_flight=reader.integer("TENCENTCLOUD_MAX_IN_FLIGHT", 128, minimum=1),
         rate_limits=_rate_limits(reader),
         tencentcloud_secret_id=secret_id,
         tencentcloud_secret_key=secret_key,

@@ -1,21 +1,32 @@
 """Per-action rate limits that hold in every one-second window, as Tencent counts them.
 
-A token bucket lets a full bucket's burst through right after a busy second,
-which can put twice the limit into one window. Here each action remembers
-when its last `limit` calls *ended*; a new call may start only when fewer than
-`limit` calls ended within the last second and none of those is still under
-way. Counting from the end of a call rather than its start keeps the bound
-true at the server, whatever the network delay: a call reaches Tencent before
-it ends, and the next one in its slot starts a full second after that.
+Two limiters, for two kinds of caller:
 
-One `RateLimits` is shared by every thread of a process; worker processes on
-one host each take an equal share (SPEC 6: the limit divided by
-WORKER_PROCESSES).
+- `HostQuota`, the workers': one file per action, shared by every worker
+  process of the host under a file lock, so the host's processes together
+  never exceed the limit and each may use all of it. It keeps the start time
+  of the last `limit` calls; a call may start once the oldest of them started
+  more than a second (plus `ARRIVAL_MARGIN_SECONDS`) ago. Starts, not ends,
+  are counted, so calls in flight do not hold slots and a slow API is used
+  at its full rate; the margin absorbs the variation in the time a call takes
+  to reach Tencent. A `RequestLimitExceeded` answer pauses the action for
+  every process of the host and lowers its rate, which then recovers second
+  by second, so a misjudged `TENCENTCLOUD_QUOTA_SHARE` degrades gently.
+- `SlidingWindowLimiter`, the sweeper's: one call at a time per action,
+  counted from when each call ends (the sweeper pages sequentially).
+
+Several hosts on one Tencent Cloud account each take
+`TENCENTCLOUD_QUOTA_SHARE` of every limit.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import math
+import os
+import struct
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,6 +34,12 @@ from contextlib import AbstractContextManager, contextmanager
 
 WINDOW_SECONDS = 1.0
 _IN_FLIGHT = math.inf
+# How much later than its neighbours a call may reach Tencent after its start (signing, scheduling, network).
+ARRIVAL_MARGIN_SECONDS = 0.025
+THROTTLE_PAUSE_SECONDS = 1.0  # after a RequestLimitExceeded, the action waits a full window
+THROTTLE_FACTOR = 0.75  # ... and goes on at this share of its rate,
+MIN_RATE_FACTOR = 0.25
+RECOVERY_PER_SECOND = 0.05  # recovering this much of its rate per second without a throttle
 
 
 class RateLimitTimeout(Exception):
@@ -79,14 +96,111 @@ class SlidingWindowLimiter:
             self._release()
 
 
-class RateLimits:
-    """One limiter per (service, action), each at its process's share of the host's limit."""
+class HostQuota:
+    """One action's limit, shared by every process of the host that opens the same file.
 
-    def __init__(self, limits: Mapping[tuple[str, str], int], processes: int = 1):
-        self._limiters = {
-            key: SlidingWindowLimiter(max(1, limit // max(1, processes)))
-            for key, limit in limits.items()
-        }
+    The file holds a header (paused until, rate factor, when the factor last
+    changed, limit) and the start times of the last `limit` calls, all on
+    `time.monotonic()`, which every process of a Linux host shares.
+    """
+
+    _HEADER = struct.Struct("=dddq")
+
+    def __init__(self, path: str | os.PathLike[str], limit: int, clock: Callable[[], float] = time.monotonic):
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._clock = clock
+        self._slots = struct.Struct(f"={limit}d")
+        self._size = self._HEADER.size + self._slots.size
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._lock = threading.Lock()  # flock does not exclude the threads of one process
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def _read(self) -> tuple[list[float], list[float]]:
+        raw = os.pread(self._fd, self._size, 0)
+        header = list(self._HEADER.unpack_from(raw)) if len(raw) == self._size else []
+        if not header or header[3] != self.limit:  # a new file, or another limit: start afresh
+            return [0.0, 1.0, self._clock(), float(self.limit)], [-math.inf] * self.limit
+        return header, list(self._slots.unpack_from(raw, self._HEADER.size))
+
+    def _write(self, header: list[float], slots: list[float]) -> None:
+        os.pwrite(self._fd, self._HEADER.pack(header[0], header[1], header[2], self.limit)
+                  + self._slots.pack(*slots), 0)
+
+    def _locked(self, change: Callable[[list[float], list[float], float], float]) -> float:
+        with self._lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                header, slots = self._read()
+                now = self._clock()
+                _recover(header, now)
+                result = change(header, slots, now)
+                self._write(header, slots)
+                return result
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def try_take(self) -> float:
+        """Take a slot and return 0, or return how many seconds until one may be free."""
+
+        def take(header: list[float], slots: list[float], now: float) -> float:
+            if now < header[0]:
+                return header[0] - now
+            usable = max(1, math.floor(self.limit * header[1]))
+            oldest = min(range(usable), key=slots.__getitem__)
+            free_at = slots[oldest] + WINDOW_SECONDS + ARRIVAL_MARGIN_SECONDS
+            if now < free_at:
+                return free_at - now
+            slots[oldest] = now
+            return 0.0
+
+        return self._locked(take)
+
+    def throttled(self) -> None:
+        """Tencent answered RequestLimitExceeded: pause the action, then go on at a lower rate."""
+
+        def slow_down(header: list[float], slots: list[float], now: float) -> float:
+            if now >= header[0]:  # the calls in flight when it happened do not lower it again
+                header[1] = max(MIN_RATE_FACTOR, header[1] * THROTTLE_FACTOR)
+                header[2] = now + THROTTLE_PAUSE_SECONDS  # it recovers from the end of the pause
+            header[0] = max(header[0], now + THROTTLE_PAUSE_SECONDS)
+            return 0.0
+
+        self._locked(slow_down)
+
+    def rate(self) -> float:
+        """The calls per second the action may make now."""
+        return self._locked(lambda header, slots, now: max(1, math.floor(self.limit * header[1])))
+
+
+def _recover(header: list[float], now: float) -> None:
+    if header[1] < 1.0 and now - header[2] >= 1.0:
+        seconds = math.floor(now - header[2])
+        header[1] = min(1.0, header[1] + RECOVERY_PER_SECOND * seconds)
+        header[2] += seconds
+
+
+def quota_directory(account: str, endpoints: Mapping[str, str | None]) -> str:
+    """Where a host's worker processes keep their shared quotas: one directory per account and endpoints."""
+    material = repr((account, sorted((k, v or "") for k, v in endpoints.items()))).encode()
+    path = os.path.join(tempfile.gettempdir(), f"tc-receiver-quota-{hashlib.sha256(material).hexdigest()[:16]}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def host_quotas(directory: str, limits: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], HostQuota]:
+    return {(service, action): HostQuota(os.path.join(directory, f"{service}.{action}"), limit)
+            for (service, action), limit in limits.items()}
+
+
+class RateLimits:
+    """The sweeper's limiters, one per (service, action)."""
+
+    def __init__(self, limits: Mapping[tuple[str, str], int]):
+        self._limiters = {key: SlidingWindowLimiter(limit) for key, limit in limits.items()}
 
     def slot(self, service: str, action: str, deadline: float | None = None) -> AbstractContextManager[None]:
         """A slot of the action's limit; RateLimitTimeout rather than waiting past `deadline` (monotonic)."""
@@ -100,10 +214,16 @@ class RateLimits:
 LISTING_ACTION = "DescribeTasks"
 
 
-def worker_limits(limits: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
-    return {key: max(1, limit // 2) if key[1] == LISTING_ACTION else limit for key, limit in limits.items()}
+def host_share(limits: Mapping[tuple[str, str], int], share: float = 1.0) -> dict[tuple[str, str], int]:
+    """This host's part of each limit (TENCENTCLOUD_QUOTA_SHARE), at least one call a second."""
+    return {key: max(1, math.floor(limit * share + 1e-9)) for key, limit in limits.items()}
 
 
-def sweeper_limits(limits: Mapping[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+def worker_limits(limits: Mapping[tuple[str, str], int], share: float = 1.0) -> dict[tuple[str, str], int]:
+    return {key: max(1, limit // 2) if key[1] == LISTING_ACTION else limit
+            for key, limit in host_share(limits, share).items()}
+
+
+def sweeper_limits(limits: Mapping[tuple[str, str], int], share: float = 1.0) -> dict[tuple[str, str], int]:
     return {key: max(1, limit - limit // 2) if key[1] == LISTING_ACTION else max(1, limit // 2)
-            for key, limit in limits.items()}
+            for key, limit in host_share(limits, share).items()}

@@ -1,34 +1,48 @@
-"""When to make each Describe call: priorities, look-again backoff, and a pass's budget (SPEC 6).
+"""When to make each Describe call: priorities, look-again backoff, and concurrency at the quota (SPEC 6).
 
-Calls are made in priority order: a callback's first call, then look-agains
-(a task not visible yet, a status that lags the callback) and retries, then
-tasks the sweeper found. Look-agains back off exponentially within the
-record's patience, and the last one falls at its end, so a callback for a task
-that does not exist costs a few calls (`look_again_at`), however many
-arrive. A pass of the worker spends at most `PASS_SECONDS` waiting for rate
-limit slots (`PassBudget`): what it cannot call by then goes back to the inbox
-unworked (`Outcome.DEFERRED`), and the next pass claims by priority again, so
-genuine first calls never queue behind a backlog of look-agains.
+`DescribeScheduler` serves the calls of a worker process. Callers (the
+worker's unit threads) queue each call with its record's priority: a
+callback's first call, then look-agains and retries, then tasks the sweeper
+found. One dispatcher thread hands out slots of each action's `HostQuota`,
+the best queued call first, and lets as many calls be in flight as the quota
+and the latency it measures need (Little's law: rate × latency, with room to
+spare), never more than `TENCENTCLOUD_MAX_IN_FLIGHT`. So a slow API is used
+at its full rate, and a burst of swept tasks or look-agains never stands
+between a new callback and its first call: at most the calls already in
+flight do.
 
-Calls are made one at a time today; `PassBudget.call` is the one place that
-waits for a slot, so a pool of concurrent callers can take its place.
+Look-agains back off exponentially within the record's patience, and the
+last one falls at its end, so a callback for a task that does not exist costs
+a few calls (`look_again_at`), however many arrive.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from receiver.ratelimit import RateLimitTimeout
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+from receiver.ratelimit import HostQuota
 from receiver.reconcile import DescribeCall
 
-PASS_SECONDS = 1.0
 LOOK_AGAIN_BASE_SECONDS = 2.0
+# Calls queued per action beyond those in flight: a quarter second of its rate keeps
+# the quota busy between the worker's rounds, and keeps a late first call close to the front.
+QUEUE_AHEAD_SECONDS = 0.25
+LATENCY_WEIGHT = 0.2  # of each new measurement in the moving average
+FIRST_LATENCY_GUESS = 0.05
+IN_FLIGHT_HEADROOM = 1.5
 
 
 class Deferred(Exception):
-    """No slot of this action's limit is left in this pass."""
+    """The call was not made: the scheduler is closing. Its record goes back to the inbox unworked."""
 
 
 def look_again_at(now: float, attempts: int, patience_ends: float) -> float:
@@ -42,23 +56,123 @@ def look_again_at(now: float, attempts: int, patience_ends: float) -> float:
     return min(now + delay, patience_ends) if now < patience_ends else now
 
 
-class PassBudget:
-    """The rate-limited calls of one worker pass, none waiting for a slot past the pass's deadline."""
+@dataclass(order=True)
+class _Ticket:
+    priority: int
+    sequence: int
+    granted: threading.Event = field(default_factory=threading.Event, compare=False)
+    cancelled: bool = field(default=False, compare=False)
 
-    def __init__(self, call: Callable[[DescribeCall, float], dict[str, Any]], seconds: float = PASS_SECONDS,
-                 monotonic: Callable[[], float] = time.monotonic):
+
+@dataclass
+class _Action:
+    quota: HostQuota
+    queue: list[_Ticket] = field(default_factory=list)
+    in_flight: int = 0
+    latency: float = FIRST_LATENCY_GUESS
+
+    def in_flight_needed(self, cap: int) -> int:
+        """Calls in flight that keep the action at its rate, whatever its latency."""
+        return max(2, min(cap, math.ceil(self.quota.limit * self.latency * IN_FLIGHT_HEADROOM) + 2))
+
+    @property
+    def queue_ahead(self) -> int:
+        return max(2, math.ceil(self.quota.limit * QUEUE_AHEAD_SECONDS))
+
+
+class DescribeScheduler:
+    """Describe calls by priority, at each action's quota, many at a time."""
+
+    def __init__(self, call: Callable[[DescribeCall], dict[str, Any]], quotas: Mapping[tuple[str, str], HostQuota],
+                 max_in_flight: int, monotonic: Callable[[], float] = time.monotonic):
         self._call = call
+        self._actions = {key: _Action(quota) for key, quota in quotas.items()}
+        self.max_in_flight = max_in_flight
         self._monotonic = monotonic
-        self.deadline = monotonic() + seconds
-        self._exhausted: set[tuple[str, str]] = set()
+        self._sequence = itertools.count()
+        self._in_flight = 0
+        self._closed = False
+        self._changed = threading.Condition()
+        self._dispatcher = threading.Thread(target=self._dispatch, name="describe-dispatcher", daemon=True)
+        self._dispatcher.start()
 
-    def call(self, call: DescribeCall) -> dict[str, Any]:
-        """The answer of one call; Deferred when its action has no slot left before the deadline."""
-        key = (call.service, call.action)
-        if key in self._exhausted:
-            raise Deferred(call.label)
+    @property
+    def threads_needed(self) -> int:
+        """Callers the scheduler can keep busy at once: those in flight and those queued."""
+        return self.max_in_flight + sum(action.queue_ahead for action in self._actions.values())
+
+    def capacity(self, service: str, action: str) -> int:
+        """How many callers of the action it can serve soon: those it lets be in flight, and a queue ahead.
+
+        A caller starts work only while fewer than this are at it: work started
+        beyond it would wait outside the scheduler, where priorities do not reach.
+        """
+        state = self._actions[(service, action)]
+        return state.in_flight_needed(self.max_in_flight) + state.queue_ahead
+
+    def rate(self, service: str, action: str) -> int:
+        """The action's calls per second on this host."""
+        return self._actions[(service, action)].quota.limit
+
+    def call(self, describe: DescribeCall, priority: int) -> dict[str, Any]:
+        """The answer of one call, made when its action's quota and its priority allow; raises what the SDK raises."""
+        state = self._actions[(describe.service, describe.action)]
+        ticket = _Ticket(priority, next(self._sequence))
+        with self._changed:
+            if self._closed:
+                raise Deferred(describe.label)
+            heapq.heappush(state.queue, ticket)
+            self._changed.notify_all()
+        ticket.granted.wait()
+        if ticket.cancelled:
+            raise Deferred(describe.label)
+        started = self._monotonic()
         try:
-            return self._call(call, self.deadline)
-        except RateLimitTimeout:
-            self._exhausted.add(key)
-            raise Deferred(call.label) from None
+            return self._call(describe)
+        except TencentCloudSDKException as error:
+            if (error.get_code() or "").startswith("RequestLimitExceeded"):
+                state.quota.throttled()
+            raise
+        finally:
+            with self._changed:
+                state.in_flight -= 1
+                self._in_flight -= 1
+                elapsed = self._monotonic() - started
+                state.latency += LATENCY_WEIGHT * (elapsed - state.latency)
+                self._changed.notify_all()
+
+    def close(self) -> None:
+        """Make no more calls: queued callers get Deferred; calls in flight finish."""
+        with self._changed:
+            self._closed = True
+            for state in self._actions.values():
+                for ticket in state.queue:
+                    ticket.cancelled = True
+                    ticket.granted.set()
+                state.queue.clear()
+            self._changed.notify_all()
+        self._dispatcher.join(5)
+        for state in self._actions.values():
+            state.quota.close()
+
+    def _dispatch(self) -> None:
+        with self._changed:
+            while not self._closed:
+                wait = self._grant_what_is_due()
+                self._changed.wait(wait)
+
+    def _grant_what_is_due(self) -> float | None:
+        """Grant every call that may start now; how long until the next might (None: until something changes)."""
+        wait: float | None = None
+        for state in self._actions.values():
+            while state.queue and self._in_flight < self.max_in_flight \
+                    and state.in_flight < state.in_flight_needed(self.max_in_flight):
+                free_in = state.quota.try_take()
+                if free_in > 0:
+                    wait = free_in if wait is None else min(wait, free_in)
+                    break
+                ticket = heapq.heappop(state.queue)
+                state.in_flight += 1
+                self._in_flight += 1
+                ticket.granted.set()
+        return wait

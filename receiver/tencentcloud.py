@@ -1,6 +1,9 @@
-"""Calls to Tencent Cloud through the official SDK clients, under the rate limits.
+"""Calls to Tencent Cloud through the official SDK clients.
 
-Only worker processes call Tencent Cloud (SPEC 6). Answers are the raw
+Only worker processes call Tencent Cloud (SPEC 6): the worker through its
+`receiver.scheduler`, the sweeper under its own `RateLimits`. One client per
+product serves every thread, over a keep-alive connection pool as large as
+the calls the process may have in flight. Answers are the raw
 ``Response`` JSON (`call_json`), because the event carries it exactly as
 returned. Every failure is sorted into what the worker should do about it.
 """
@@ -50,10 +53,23 @@ def classify(error: TencentCloudSDKException) -> Failure:
     return Failure.OTHER
 
 
+def _widen_connection_pool(client: Any, connections: int) -> None:
+    """Keep as many connections alive as calls may be in flight (the SDK's session keeps 10).
+
+    The SDK offers no setting for it; its `pre_conn_pool_size` opens every
+    connection up front, from a thread of its own, and keeps replacing them.
+    """
+    session = getattr(getattr(getattr(client, "request", None), "conn", None), "_session", None)
+    if isinstance(session, requests.Session) and connections > 10:
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+
+
 class TencentCloud:
     """One SDK client per product, sharing credentials, endpoints and the rate limits."""
 
-    def __init__(self, settings: Settings, limits: RateLimits):
+    def __init__(self, settings: Settings, limits: RateLimits | None = None, connections: int = 10):
         if not settings.has_tencentcloud_credentials:
             raise ValueError("TencentCloud needs TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY")
         cred = credential.Credential(settings.tencentcloud_secret_id, settings.tencentcloud_secret_key)
@@ -64,29 +80,36 @@ class TencentCloud:
             if override:
                 parts = urlsplit(override)
                 http_profile = HttpProfile(
-                    protocol=parts.scheme, endpoint=parts.netloc, reqTimeout=REQUEST_TIMEOUT_SECONDS
+                    protocol=parts.scheme, endpoint=parts.netloc, reqTimeout=REQUEST_TIMEOUT_SECONDS, keepAlive=True
                 )
             else:
-                http_profile = HttpProfile(reqTimeout=REQUEST_TIMEOUT_SECONDS)
-            self._clients[service] = client_class(
+                http_profile = HttpProfile(reqTimeout=REQUEST_TIMEOUT_SECONDS, keepAlive=True)
+            self._clients[service] = client = client_class(
                 cred, settings.tencentcloud_region, ClientProfile(httpProfile=http_profile)
             )
+            _widen_connection_pool(client, connections)
 
     def call(self, call: DescribeCall, deadline: float | None = None) -> dict[str, Any]:
         """The ``Response`` object of one call; raises TencentCloudSDKException.
 
-        With a `deadline` (time.monotonic()), raises RateLimitTimeout instead of
-        waiting past it for a slot of the action's limit.
+        Under `limits`, waits for a slot of the action's limit first; with a
+        `deadline` (time.monotonic()), raises RateLimitTimeout instead of
+        waiting past it.
         """
+        if self._limits is None:
+            return self._call(call)
         with self._limits.slot(call.service, call.action, deadline):
-            try:
-                answer = self._clients[call.service].call_json(call.action, dict(call.params))
-            except TencentCloudSDKException:
-                raise
-            except (OSError, requests.RequestException) as error:  # the SDK lets some network errors through
-                raise TencentCloudSDKException("ClientNetworkError", type(error).__name__) from error
-            except Exception as error:  # noqa: BLE001 - an answer the SDK cannot read (deep nesting, not JSON)
-                raise TencentCloudSDKException(UNREADABLE_ANSWER, type(error).__name__) from error
+            return self._call(call)
+
+    def _call(self, call: DescribeCall) -> dict[str, Any]:
+        try:
+            answer = self._clients[call.service].call_json(call.action, dict(call.params))
+        except TencentCloudSDKException:
+            raise
+        except (OSError, requests.RequestException) as error:  # the SDK lets some network errors through
+            raise TencentCloudSDKException("ClientNetworkError", type(error).__name__) from error
+        except Exception as error:  # noqa: BLE001 - an answer the SDK cannot read (deep nesting, not JSON)
+            raise TencentCloudSDKException(UNREADABLE_ANSWER, type(error).__name__) from error
         response = answer.get("Response") if isinstance(answer, dict) else None
         if not isinstance(response, dict):
             raise TencentCloudSDKException(UNREADABLE_ANSWER, "the answer has no Response object")

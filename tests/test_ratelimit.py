@@ -1,7 +1,8 @@
-"""The limiter never lets more than `limit` calls into any one-second window."""
+"""The limiters never let more than `limit` calls into any one-second window, and the workers' fill it."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -9,7 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from receiver.config import DEFAULT_RATE_LIMITS
-from receiver.ratelimit import RateLimits, RateLimitTimeout, SlidingWindowLimiter, sweeper_limits, worker_limits
+from receiver.ratelimit import (
+    HostQuota,
+    RateLimits,
+    RateLimitTimeout,
+    SlidingWindowLimiter,
+    sweeper_limits,
+    worker_limits,
+)
 
 
 class FakeClock:
@@ -78,9 +86,68 @@ def test_threads_share_the_limit_in_real_time():
     assert max_in_any_window(starts) <= 20
 
 
-def test_processes_on_one_host_split_the_limit():
-    limits = RateLimits({("mps", "DescribeBatchTaskDetail"): 20}, processes=3)
-    assert limits._limiters[("mps", "DescribeBatchTaskDetail")].limit == 6
+def take_for(quota: HostQuota, seconds: float) -> list[float]:
+    """Start times of the calls one process may start in `seconds`, as fast as the quota allows."""
+    starts: list[float] = []
+    end = time.monotonic() + seconds
+    while (now := time.monotonic()) < end:
+        wait = quota.try_take()
+        if wait == 0:
+            starts.append(now)
+        else:
+            time.sleep(min(wait, end - now))  # what a caller does: wait for the next slot
+    return starts
+
+
+def _take_in_child(path: str, seconds: float, results: multiprocessing.Queue) -> None:
+    results.put(take_for(HostQuota(path, 20), seconds))
+
+
+def test_processes_of_one_host_share_one_quota_and_together_fill_it(tmp_path):
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    children = [context.Process(target=_take_in_child, args=(str(tmp_path / "quota"), 2.0, results))
+                for _ in range(3)]
+    for child in children:
+        child.start()
+    starts = [start for _ in children for start in results.get(timeout=30)]
+    for child in children:
+        child.join(10)
+    assert max_in_any_window(starts) <= 20
+    assert len(starts) >= 0.95 * 20 * 2  # each may use all of it: together they use it all
+
+
+def test_a_quota_counts_starts_so_slow_calls_keep_its_full_rate(tmp_path):
+    clock = FakeClock()
+    quota = HostQuota(tmp_path / "quota", 10, clock=clock)
+    starts = []
+    while clock.now < 1010.0:  # ten seconds; how long each call takes does not enter into it
+        wait = quota.try_take()
+        if wait == 0:
+            starts.append(clock.now)
+        else:
+            clock.sleep(wait)
+    assert max_in_any_window(starts) <= 10
+    assert len(starts) >= 0.97 * 10 * 10
+
+
+def test_request_limit_exceeded_pauses_the_action_for_every_process_and_its_rate_recovers(tmp_path):
+    clock = FakeClock()
+    mine, theirs = (HostQuota(tmp_path / "quota", 100, clock=clock) for _ in range(2))
+    mine.throttled()
+    mine.throttled()  # calls in flight when it happened: one slow-down, not two
+    assert theirs.try_take() == pytest.approx(1.0)
+    clock.sleep(1.0)
+    assert theirs.rate() == 75
+    clock.sleep(5.0)
+    assert theirs.rate() == 100 and theirs.try_take() == 0
+
+
+def test_a_host_takes_its_share_of_every_limit():
+    workers = worker_limits(DEFAULT_RATE_LIMITS, share=0.5)
+    assert workers[("mps", "DescribeTaskDetail")] == 50 and workers[("ams", "DescribeTaskDetail")] == 10
+    assert workers[("ams", "DescribeTasks")] + sweeper_limits(DEFAULT_RATE_LIMITS, 0.5)[("ams", "DescribeTasks")] == 10
+    assert worker_limits({("ams", "DescribeTaskDetail"): 1}, share=0.1)[("ams", "DescribeTaskDetail")] == 1
 
 
 def test_sweeper_and_workers_split_the_listing_limit_and_nothing_else():

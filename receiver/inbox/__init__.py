@@ -3,7 +3,8 @@
 Web processes `accept()` callbacks; `200` is answered only once `accept()`
 has returned, i.e. the record is on durable storage. Workers `claim()` due
 records under a lease, first calls before look-agains before swept tasks,
-and `settle()` each one (`Outcome`): done, done but unconfirmed, rejected
+extend the leases of those they still work on (`extend_leases()`), and
+`settle()` each one (`Outcome`): done, done but unconfirmed, rejected
 (with its reason), retried later, dead, or deferred (not worked on this
 pass). A crashed worker's lease simply expires, and its records become
 claimable again.
@@ -91,8 +92,11 @@ class Inbox(ABC):
         """Raise InboxUnavailable unless a write would succeed now."""
 
     @abstractmethod
-    def claim(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedRecord]:
-        """Lease up to `limit` due records (pending and due, or with an expired lease), by priority."""
+    def claim(self, owner: str, limit: int, lease_seconds: float, now: float, wait: bool = True) -> list[ClaimedRecord]:
+        """Lease up to `limit` due records (pending and due, or with an expired lease), by priority.
+
+        With `wait`, an inbox that can long-poll may wait a moment for the first record.
+        """
 
     @abstractmethod
     def lease_owners(self) -> set[str]:
@@ -101,6 +105,10 @@ class Inbox(ABC):
     @abstractmethod
     def release_leases(self, owner: str, now: float) -> int:
         """Make `owner`'s leased records claimable at once (its process is gone); how many."""
+
+    @abstractmethod
+    def extend_leases(self, owner: str, ids: list[str], lease_seconds: float, now: float) -> None:
+        """The worker still works on these: their leases run `lease_seconds` from `now` (heartbeat)."""
 
     @abstractmethod
     def settle(self, owner: str, settlements: list[Settlement], now: float) -> None:

@@ -432,7 +432,7 @@ class SqliteInbox(Inbox):
         except (sqlite3.Error, OSError) as error:
             raise InboxUnavailable(str(error)) from error
 
-    def claim(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedRecord]:
+    def claim(self, owner: str, limit: int, lease_seconds: float, now: float, wait: bool = True) -> list[ClaimedRecord]:
         """Due records by priority: first calls, then look-agains, then swept tasks (SPEC 6)."""
         expires = now + lease_seconds
         with self._writer.use() as writer, writer.transaction() as conn:
@@ -452,6 +452,16 @@ class SqliteInbox(Inbox):
                 (now, now, owner),
             )
         return cursor.rowcount
+
+    def extend_leases(self, owner: str, ids: list[str], lease_seconds: float, now: float) -> None:
+        if not ids:
+            return
+        with self._writer.use() as writer, writer.transaction() as conn:
+            conn.execute(
+                "UPDATE inbox SET lease_expires_at = ? WHERE state = 'leased' AND lease_owner = ? "
+                "AND id IN (SELECT value FROM json_each(?))",
+                (now + lease_seconds, owner, json.dumps(ids)),
+            )
 
     def settle(self, owner: str, settlements: list[Settlement], now: float) -> None:
         if not settlements:

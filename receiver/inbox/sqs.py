@@ -203,7 +203,7 @@ class SqsInbox(Inbox):
 
     # --- workers: claim and settle ------------------------------------------------------------
 
-    def claim(self, owner: str, limit: int, lease_seconds: float, now: float) -> list[ClaimedRecord]:
+    def claim(self, owner: str, limit: int, lease_seconds: float, now: float, wait: bool = True) -> list[ClaimedRecord]:
         self._lease_expires_at = time.time() + lease_seconds
         claimed: list[ClaimedRecord] = []
         while len(claimed) < limit:
@@ -211,7 +211,7 @@ class SqsInbox(Inbox):
                 QueueUrl=self.queue_url, MaxNumberOfMessages=min(MAX_RECEIVE, limit - len(claimed)),
                 VisibilityTimeout=math.ceil(lease_seconds), MessageSystemAttributeNames=["ApproximateReceiveCount"],
                 # Wait for the first message only: a batch is whatever is there at that moment.
-                WaitTimeSeconds=0 if claimed else RECEIVE_WAIT_SECONDS,
+                WaitTimeSeconds=RECEIVE_WAIT_SECONDS if wait and not claimed else 0,
             )
             messages = answer.get("Messages", [])
             if not messages:
@@ -256,6 +256,26 @@ class SqsInbox(Inbox):
 
     def release_leases(self, owner: str, now: float) -> int:
         return 0
+
+    def extend_leases(self, owner: str, ids: list[str], lease_seconds: float, now: float) -> None:
+        """ChangeMessageVisibilityBatch, ten messages a call; a message whose handle is gone runs out by itself."""
+        expires = now + lease_seconds
+        with self._lock:
+            held = [(record_id, self._received[record_id]) for record_id in ids if record_id in self._received]
+            for _, seen in held:
+                seen.lease_expires_at = expires
+            self._lease_expires_at = max(self._lease_expires_at or 0.0, time.time() + lease_seconds)
+        for start in range(0, len(held), MAX_RECEIVE):
+            entries = [{"Id": str(n), "ReceiptHandle": seen.receipt_handle,
+                        "VisibilityTimeout": math.ceil(lease_seconds)}
+                       for n, (_, seen) in enumerate(held[start:start + MAX_RECEIVE])]
+            try:
+                answer = self._sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+            except (ClientError, BotoCoreError) as error:
+                log.warning("could not extend %d lease(s): %s", len(entries), error)
+                continue
+            for failed in answer.get("Failed", []):
+                log.warning("could not extend a lease: %s", failed.get("Message") or failed.get("Code"))
 
     def settle(self, owner: str, settlements: list[Settlement], now: float) -> None:
         done: list[str] = []

@@ -1,0 +1,3 @@
+from receiver.worker.process import main
+
+main()

@@ -1,0 +1,687 @@
+"""The worker's loop: claim callbacks, reconcile them with Tencent Cloud, forward events, settle.
+
+It reads top to bottom like the loop it is (SPEC 6, 8); each round:
+
+1. **claim** due inbox records under a lease, by priority (first calls,
+   look-agains, swept tasks), whenever an action runs out of work, and a few
+   every half second so a new callback is never stuck behind records in hand;
+2. **plan** them into units, the records one Describe call answers: the
+   callbacks of one task share a call, VOD file events share one
+   DescribeMediaInfos per 20 files;
+3. **start** units on threads while their action's queue at the
+   `DescribeScheduler` has room; the scheduler makes the calls by priority,
+   at the host's quota, as many at a time as the latency needs;
+4. **judge** each answer into a verdict, on the unit's thread: forward,
+   reject with a reason, retry (look again later, or try again after an
+   error), bury, or defer (not worked on: the worker is stopping);
+5. **forward** the finished units' events in batches, while other calls are
+   still in flight, and **settle** every verdict in one place (`_settlement`);
+6. **extend the leases** of every record still in hand (heartbeat), so slow
+   work is never claimed twice.
+
+Each record is judged on its own: an answer or an exception that breaks one
+record makes that record retry and, after MAX_ATTEMPTS, a dead letter; the
+rest goes on. Tencent Cloud trouble and refused credentials never drop an
+event. The process around the loop (main, signals, the in-web thread) is in
+`receiver.worker.process`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
+from receiver.batch_sessions import BatchSessionIndex
+from receiver.callbacks import RESOLVE_BY_SESSION_ID, RESOLVE_BY_TASK_ID, VOD_FILE_EVENTS, file_ids
+from receiver.config import Settings
+from receiver.inbox import ClaimedRecord, EventStillInProgress, Inbox, Outcome, Settlement
+from receiver.ratelimit import HostQuota, host_quotas, quota_directory, worker_limits
+from receiver.reconcile import (
+    FINAL_STATUSES,
+    UNCONFIRMED,
+    UNKNOWN_TASK,
+    UNRECONCILABLE,
+    DescribeCall,
+    Forward,
+    LookAgain,
+    Reject,
+    describe_call,
+    judge,
+    judge_file_event,
+    media_infos_call,
+    unreconciled_event,
+)
+from receiver.scheduler import Deferred, DescribeScheduler, look_again_at
+from receiver.sinks import Sink, encode_event
+from receiver.tencentcloud import Failure, classify
+from schemas.event import NormalizedEventSchema
+
+log = logging.getLogger(__name__)
+
+CLAIM_SIZE = 100
+PEEK_SIZE = 20  # claimed every PEEK_SECONDS however busy, so new first calls join the queues
+PEEK_SECONDS = 0.5
+IN_HAND_MAX = 2_000  # records one process holds at most
+IDLE_POLL_SECONDS = 0.05
+SINK_BATCH = 10  # events per sink call (SQS SendMessageBatch takes 10)
+FLUSH_SECONDS = 0.1  # the longest a finished record waits for a full batch
+STOP_SECONDS = 15.0  # calls in flight at a stop get this long to finish
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 15.0
+LOOK_AGAIN_SECONDS = 1.0
+NO_CREDENTIALS_RETRY_SECONDS = 30.0
+MEDIA_INFOS_PER_CALL = 20  # DescribeMediaInfos takes at most 20 FileIds
+# Final answers kept in memory; the oldest are forgotten first.
+MEMORY_ENTRIES = 10_000
+
+
+def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with full jitter in its upper half, capped."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    return ceiling * (0.5 + rng() / 2)
+
+
+class _Bounded(OrderedDict):
+    """A dict that forgets its oldest entries past MEMORY_ENTRIES, so a long-running worker stays small."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        if len(self) > MEMORY_ENTRIES:
+            self.popitem(last=False)
+
+
+# --- verdicts beyond the pure ones of receiver.reconcile (Forward, Reject) ------------------
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Look again, or try again after an error, at `at`."""
+
+    error: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Bury:
+    error: str
+
+
+@dataclass(frozen=True)
+class Defer:
+    """Not worked on: back to the inbox as it was."""
+
+
+Verdict = Forward | Reject | Retry | Bury | Defer
+Judged = list[tuple[ClaimedRecord, Verdict]]
+
+NO_CALL = ("", "")  # the action of a unit that needs no Describe call
+
+
+@dataclass
+class _Unit:
+    """Records answered by the same Describe call(s): one task, a set of files, or nothing to call."""
+
+    kind: str  # "task", "files", "session", "unreconcilable", "broken"
+    items: list[ClaimedRecord] = field(default_factory=list)
+    call: DescribeCall | None = None
+    error: Exception | None = None  # why a "broken" unit could not be planned
+
+    @property
+    def priority(self) -> int:
+        return min(item.priority for item in self.items)
+
+    @property
+    def action(self) -> tuple[str, str]:
+        """The action of the unit's first call, whose queue it waits in."""
+        if self.kind == "task" and self.call is not None:
+            return (self.call.service, self.call.action)
+        if self.kind == "files":
+            return ("vod", "DescribeMediaInfos")
+        if self.kind == "session":
+            return ("mps", "DescribeBatchTaskDetail")
+        return NO_CALL
+
+
+def _call_key(call: DescribeCall) -> str:
+    return json.dumps([call.service, call.action, call.params], sort_keys=True)
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        inbox: Inbox,
+        sink: Sink,
+        tencentcloud: Any | None,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
+        quotas: dict[tuple[str, str], HostQuota] | None = None,
+    ):
+        """`tencentcloud` answers `call(DescribeCall)` (a `receiver.tencentcloud.TencentCloud`), None without keys."""
+        self.settings = settings
+        self.inbox = inbox
+        self.sink = sink
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.clock = clock
+        self.lease_seconds = settings.worker_lease_seconds
+        self.stopping = threading.Event()
+        self.scheduler: DescribeScheduler | None = None
+        if tencentcloud is not None:
+            if quotas is None:
+                directory = quota_directory(settings.tencentcloud_secret_id or "", settings.endpoints)
+                quotas = host_quotas(directory, worker_limits(settings.rate_limits,
+                                                              settings.tencentcloud_quota_share))
+            self.scheduler = DescribeScheduler(tencentcloud.call, quotas, settings.tencentcloud_max_in_flight)
+        self._thread_count = self.scheduler.threads_needed if self.scheduler else 1
+        self._threads = ThreadPoolExecutor(self._thread_count, thread_name_prefix="reconcile")
+        self._final_answers: dict[str, dict[str, Any]] = _Bounded()
+        self._asking: dict[str, Future[dict[str, Any]]] = {}  # calls in flight, by call
+        self._memory_lock = threading.Lock()
+        self._batch_sessions = BatchSessionIndex(settings.sweep_lookback_seconds, clock)
+        self._sessions_lock = threading.Lock()
+        self._health: dict[str, str] = {}
+        self._schema = NormalizedEventSchema()
+        # What the loop holds: every record in hand, units not started yet (per action, by priority),
+        # task units not started yet by call (a later callback of the task joins its unit), units running,
+        # and verdicts waiting to be forwarded and settled.
+        self._in_hand: dict[str, ClaimedRecord] = {}
+        self._waiting: dict[tuple[str, str], list[tuple[int, str, int, _Unit]]] = {}
+        self._waiting_tasks: dict[str, _Unit] = {}
+        self._order = itertools.count()
+        self._running: dict[tuple[str, str], int] = {}
+        # Units hand their verdicts back through a Queue: made of threading primitives, which gevent patches.
+        self._done: queue.Queue[tuple[tuple[str, str], Judged]] = queue.Queue()
+        self._finished: Judged = []
+        self._finished_since: float | None = None
+        self._last_peek = self._next_claim = self._last_heartbeat = 0.0
+        # Events the sink took before a crash kept them from being marked: not again.
+        recovered = sink.recover_forwarded_ids()
+        if recovered:
+            inbox.mark_forwarded(sorted(recovered), clock())
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run_forever(self) -> None:
+        log.info("worker %s started", self.owner)
+        if self.scheduler is None:
+            self._report("tencentcloud", "failing", "no TENCENTCLOUD_SECRET_ID / _KEY: callbacks wait in the inbox")
+        while not self.stopping.is_set():
+            try:
+                self.run_round()
+            except Exception:  # noqa: BLE001 - the loop outlives one bad round; leases expire
+                log.exception("worker round failed; the records it held will be claimed again")
+                self.stopping.wait(IDLE_POLL_SECONDS)
+        self.stop()
+        log.info("worker %s stopped", self.owner)
+
+    def run_round(self) -> None:
+        """Claim → plan → start → (units judge on their threads) → forward and settle → extend leases."""
+        now = time.monotonic()
+        self._claim(now)
+        self._start_units()
+        self._collect(IDLE_POLL_SECONDS if not self._busy else FLUSH_SECONDS / 4)
+        if self._finished and (self._full_batch or not self._busy
+                               or time.monotonic() - (self._finished_since or 0) >= FLUSH_SECONDS):
+            self._forward_and_settle()
+        self._extend_leases(time.monotonic())
+
+    def run_once(self) -> int:
+        """Claim one batch and settle every record of it; how many were claimed (for tests and tools)."""
+        claimed = self.inbox.claim(self.owner, CLAIM_SIZE, self.lease_seconds, self.clock())
+        self._take(claimed)
+        self._start_units(ignore_room=True)
+        while self._running_total:
+            self._collect(1.0)
+        self._forward_and_settle()
+        return len(claimed)
+
+    def stop(self) -> None:
+        """Finish what is in flight, put back what was not started, forward and settle it all."""
+        if self.scheduler is not None:
+            self.scheduler.close()  # queued calls are not made: their units come back deferred
+        for waiting in self._waiting.values():
+            for _, _, _, unit in waiting:
+                self._finished.extend((item, Defer()) for item in unit.items)
+        self._waiting.clear()
+        self._waiting_tasks.clear()
+        deadline = time.monotonic() + STOP_SECONDS
+        while self._running_total and time.monotonic() < deadline:
+            self._collect(0.1)
+        try:
+            self._forward_and_settle()
+        except Exception:  # noqa: BLE001 - their leases run out and they are claimed again
+            log.exception("could not settle the records in hand at the stop")
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def _busy(self) -> bool:
+        return bool(self._running_total or any(self._waiting.values()))
+
+    @property
+    def _running_total(self) -> int:
+        return sum(self._running.values())
+
+    @property
+    def _full_batch(self) -> bool:
+        return sum(isinstance(verdict, Forward) for _, verdict in self._finished) >= SINK_BATCH
+
+    # --- 1. claiming --------------------------------------------------------------------
+
+    def _claim(self, now: float) -> None:
+        """Claim when an action at work has less than a second of work waiting; peek every half second.
+
+        The peek claims the inbox's best records however busy the worker is,
+        so a new callback's first call joins its queue ahead of the look-agains
+        and swept tasks in hand.
+        """
+        room = IN_HAND_MAX - len(self._in_hand)
+        if room > 0 and now >= self._next_claim and self._hungry():
+            size = min(CLAIM_SIZE, room)
+        elif now - self._last_peek >= PEEK_SECONDS and room > -IN_HAND_MAX // 10:
+            size = PEEK_SIZE
+        else:
+            return
+        self._last_peek = now
+        # Only an idle worker may wait for the first record: a busy one has verdicts to settle.
+        idle = not self._busy and not self._finished
+        claimed = self.inbox.claim(self.owner, size, self.lease_seconds, self.clock(), wait=idle)
+        # An inbox with fewer due records than asked for is not asked again right away.
+        self._next_claim = now if len(claimed) == size else now + IDLE_POLL_SECONDS
+        self._take(claimed)
+
+    def _hungry(self) -> bool:
+        """Nothing at work, or an action at work has less than a second of its rate waiting."""
+        assert self.scheduler is not None or not any(self._waiting.values())
+        at_work = {action for action, count in self._running.items() if count}
+        at_work.update(action for action, waiting in self._waiting.items() if waiting)
+        if not at_work:
+            return True
+        return any(len(self._waiting.get(action, ())) < self.scheduler.rate(*action) for action in at_work)
+
+    def _take(self, claimed: list[ClaimedRecord]) -> None:
+        for item in claimed:
+            self._in_hand[item.record.id] = item
+        for unit in self._plan(claimed):
+            if unit.action == NO_CALL or self.scheduler is None:
+                self._finished_now(self._work(unit))
+            else:
+                heapq.heappush(self._waiting.setdefault(unit.action, []),
+                               (unit.priority, unit.items[0].record.id, next(self._order), unit))
+
+    # --- 2. planning --------------------------------------------------------------------
+
+    def _plan(self, claimed: list[ClaimedRecord]) -> Iterator[_Unit]:
+        files: list[tuple[ClaimedRecord, list[str]]] = []
+        for item in claimed:
+            try:  # a record that cannot even be planned fails alone
+                unit = self._unit_of(item, files)
+            except Exception as error:  # noqa: BLE001 - e.g. a stored body that no longer parses
+                log.exception("callback %s cannot be planned", item.record.id)
+                unit = _Unit("broken", [item], error=error)
+            if unit is not None:
+                yield unit
+        yield from _file_units(files)
+
+    def _unit_of(self, item: ClaimedRecord, files: list[tuple[ClaimedRecord, list[str]]]) -> _Unit | None:
+        """The new unit of one record, or None when it joins a unit (its task's, or the files')."""
+        record = item.record
+        if record.resolve_by == RESOLVE_BY_TASK_ID and record.task_id:
+            call = describe_call(record, self.settings.vod_subapp_id)
+            assert call is not None
+            key = _call_key(call)
+            unit = self._waiting_tasks.get(key)
+            if unit is not None:  # its task's unit waits already: one call for both
+                unit.items.append(item)
+                return None
+            self._waiting_tasks[key] = unit = _Unit("task", [item], call)
+            return unit
+        if record.resolve_by == RESOLVE_BY_SESSION_ID:
+            return _Unit("session", [item])
+        if record.source == "vod" and record.event_type in VOD_FILE_EVENTS:
+            files.append((item, file_ids(record)))
+            return None
+        return _Unit("unreconcilable", [item])
+
+    # --- 3. starting ----------------------------------------------------------------------
+
+    def _start_units(self, ignore_room: bool = False) -> None:
+        """Each action's best waiting units go to threads while its queue at the scheduler has room."""
+        assert self.scheduler is not None or not any(self._waiting.values())
+        for action, waiting in self._waiting.items():
+            while waiting and (ignore_room or self._has_room(action)):
+                unit = heapq.heappop(waiting)[3]
+                if unit.kind == "task" and unit.call is not None:
+                    self._waiting_tasks.pop(_call_key(unit.call), None)
+                self._running[action] = self._running.get(action, 0) + 1
+                self._threads.submit(self._run_unit, unit)
+
+    def _has_room(self, action: tuple[str, str]) -> bool:
+        assert self.scheduler is not None
+        return (self._running.get(action, 0) < self.scheduler.capacity(*action)
+                and self._running_total < self._thread_count)
+
+    def _run_unit(self, unit: _Unit) -> None:
+        try:
+            judged = self._work(unit)
+        except BaseException as error:  # noqa: BLE001 - never lose a unit's records: they retry
+            log.exception("a unit of %d record(s) failed", len(unit.items))
+            judged = [(item, self._failed(item, Failure.OTHER, error)) for item in unit.items]
+        self._done.put((unit.action, judged))
+
+    def _collect(self, timeout: float) -> None:
+        """Verdicts of the units that finished, waiting up to `timeout` for the first."""
+        if not self._running_total:
+            if timeout and not self._finished:
+                self.stopping.wait(timeout)
+            return
+        try:
+            done = self._done.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while done is not None:
+            action, judged = done
+            self._running[action] -= 1
+            self._finished_now(judged)
+            try:
+                done = self._done.get_nowait()
+            except queue.Empty:
+                done = None
+
+    def _finished_now(self, judged: Judged) -> None:
+        if judged and not self._finished:
+            self._finished_since = time.monotonic()
+        self._finished.extend(judged)
+
+    # --- 4. working: calls and verdicts, one unit at a time, on its own thread -----------
+
+    def _describe(self, call: DescribeCall, priority: int) -> dict[str, Any]:
+        assert self.scheduler is not None
+        answer = self.scheduler.call(call, priority)
+        self._report("tencentcloud", "ok", "")
+        return answer
+
+    def _work(self, unit: _Unit) -> Judged:
+        """The verdicts of one unit; whatever goes wrong stays with its records."""
+        if self.scheduler is None and unit.kind not in ("unreconcilable", "broken"):
+            now = self.clock()
+            return [(item, Retry("no Tencent Cloud credentials", now + NO_CREDENTIALS_RETRY_SECONDS))
+                    for item in unit.items]
+        if unit.kind == "broken":
+            return [(item, self._failed(item, Failure.OTHER, unit.error)) for item in unit.items]
+        try:
+            if unit.kind == "unreconcilable":
+                return [(item, self._unreconcilable(item)) for item in unit.items]
+            if unit.kind == "files":
+                return self._describe_files(unit.items, unit.priority)
+            if unit.kind == "session":
+                return self._describe_batch_by_session(unit.items[0], unit.priority)
+            assert unit.call is not None
+            return self._describe_task(unit.call, unit.items, unit.priority)
+        except Deferred:
+            return [(item, Defer()) for item in unit.items]
+        except TencentCloudSDKException as error:
+            failure = classify(error)
+            if failure is Failure.OTHER and len(unit.items) > 1 and unit.kind == "files":
+                # One file id the API refuses must not hold up the others: ask for each record alone.
+                return [judged for item in unit.items for judged in self._work(_Unit("files", [item]))]
+            if failure is Failure.CREDENTIALS:
+                self._report("tencentcloud", "failing", _describe_error(error))
+            return [(item, self._failed(item, failure, error)) for item in unit.items]
+        except Exception as error:  # noqa: BLE001 - an answer this code cannot handle: these records alone
+            log.exception("reconciling %d record(s) failed", len(unit.items))
+            return [(item, self._failed(item, Failure.OTHER, error)) for item in unit.items]
+
+    def _describe_task(self, call: DescribeCall, items: list[ClaimedRecord], priority: int) -> Judged:
+        """One Describe call for every pending callback of one task."""
+        answer = self._task_answer(call, priority)
+        now = self.clock()
+        patience = self.settings.consistency_patience_seconds
+        judged: Judged = []
+        for item in items:
+            try:
+                verdict = judge(item.record, call, answer, self.settings.receiver_public_url, now,
+                                patience_left=now - item.waiting_since < patience)
+            except Exception as error:  # noqa: BLE001 - an answer this record cannot be judged by
+                log.exception("judging callback %s failed", item.record.id)
+                judged.append((item, self._failed(item, Failure.OTHER, error)))
+                continue
+            judged.append((item, self._looked(item, verdict, now, patience)))
+        return judged
+
+    def _task_answer(self, call: DescribeCall, priority: int) -> dict[str, Any]:
+        """The task's answer: remembered when final, shared with the same call in flight when that says final.
+
+        A final state does not change, so later callbacks of the task need no
+        call of their own. Another answer may be older than this unit's
+        callbacks: it is not borrowed.
+        """
+        key = _call_key(call)
+        final = FINAL_STATUSES[call.service]
+        with self._memory_lock:
+            answer = self._final_answers.get(key)
+            asking = self._asking.get(key) if answer is None else None
+            mine = answer is None and asking is None
+            if mine:
+                asking = self._asking[key] = Future()
+        if answer is not None:
+            return answer
+        assert asking is not None
+        if not mine:
+            shared = asking.result()  # the call in flight: its failure is this unit's too
+            return shared if shared.get("Status") in final else self._describe(call, priority)
+        try:
+            answer = self._describe(call, priority)
+        except BaseException as error:
+            asking.set_exception(error)
+            raise
+        finally:
+            with self._memory_lock:
+                del self._asking[key]
+                if answer is not None and answer.get("Status") in final:
+                    self._final_answers[key] = answer
+        asking.set_result(answer)
+        return answer
+
+    def _describe_batch_by_session(self, item: ClaimedRecord, priority: int) -> Judged:
+        """A BatchTask callback without task id: its task found through its SessionId (SPEC 6)."""
+        record = item.record
+        if not record.session_id:
+            return [(item, Reject(UNKNOWN_TASK, "a BatchTask callback with neither task id nor SessionId"))]
+        with self._sessions_lock:  # one search at a time: they share the index's refreshes
+            task_id = self._batch_sessions.find(record.session_id, lambda call: self._describe(call, priority))
+        if task_id is None:
+            return [(item, self._failed(item, Failure.NOT_FOUND, None))]
+        return self._describe_task(DescribeCall("mps", "DescribeBatchTaskDetail", {"TaskId": task_id}), [item],
+                                   priority)
+
+    def _describe_files(self, items: list[ClaimedRecord], priority: int) -> Judged:
+        """VOD NewFileUpload / FileDeleted: one DescribeMediaInfos per 20 files of the unit.
+
+        VOD deletes one file per DeleteMedia: an event naming more than 20 is
+        refused unasked, so that a forged one cannot spend hundreds of calls.
+        """
+        wanted = {item.record.id: file_ids(item.record) for item in items}
+        judged: Judged = []
+        asked = []
+        for item in items:
+            if len(wanted[item.record.id]) > MEDIA_INFOS_PER_CALL:
+                judged.append((item, Reject(UNCONFIRMED, f"the event names more than {MEDIA_INFOS_PER_CALL} files")))
+            else:
+                asked.append(item)
+        items = asked
+        unique = list(dict.fromkeys(file_id for item in items for file_id in wanted[item.record.id]))
+        found: dict[str, dict[str, Any]] = {}
+        missing: set[str] = set()
+        for start in range(0, len(unique), MEDIA_INFOS_PER_CALL):
+            answer = self._describe(media_infos_call(unique[start:start + MEDIA_INFOS_PER_CALL],
+                                                     self.settings.vod_subapp_id), priority)
+            for info in answer.get("MediaInfoSet") or []:
+                if isinstance(info, dict) and isinstance(info.get("FileId"), str):
+                    found[info["FileId"]] = info
+            missing.update(i for i in answer.get("NotExistFileIdSet") or [] if isinstance(i, str))
+        now = self.clock()
+        patience = self.settings.not_found_patience_seconds
+        for item in items:
+            verdict = judge_file_event(item.record, wanted[item.record.id], found, missing, now,
+                                       patience_left=now - item.waiting_since < patience)
+            judged.append((item, self._looked(item, verdict, now, patience)))
+        return judged
+
+    def _unreconcilable(self, item: ClaimedRecord) -> Verdict:
+        """A VOD event with neither task nor file: forwarded on its signature only if the operator asks."""
+        if self.settings.vod_forward_unreconciled:
+            return Forward(unreconciled_event(item.record, json.loads(item.record.body)))
+        return Reject(UNRECONCILABLE, f"a {item.record.event_type!r} event names no task or file to describe")
+
+    def _looked(self, item: ClaimedRecord, verdict: Any, now: float, patience: float) -> Verdict:
+        """A lagging answer becomes a look-again, backing off within the record's patience."""
+        if isinstance(verdict, LookAgain):
+            return Retry(verdict.detail, look_again_at(now, item.attempts, item.waiting_since + patience))
+        return verdict
+
+    def _failed(self, item: ClaimedRecord, failure: Failure, error: BaseException | None) -> Verdict:
+        now, message = self.clock(), _describe_error(error)
+        if failure is Failure.NOT_FOUND:
+            # A task created a moment ago may not be visible to Describe yet.
+            patience = self.settings.not_found_patience_seconds
+            if now - item.waiting_since < patience:
+                return Retry(message, look_again_at(now, item.attempts, item.waiting_since + patience))
+            return Reject(UNKNOWN_TASK, message)
+        if failure is Failure.OTHER and item.attempts >= self.settings.max_attempts:
+            log.error("callback %s is a dead letter after %d attempts: %s", item.record.id, item.attempts, message)
+            return Bury(message)
+        return Retry(message, now + backoff(item.attempts))
+
+    # --- 5. forwarding and settling ---------------------------------------------------------
+
+    def _forward_and_settle(self) -> None:
+        judged, self._finished, self._finished_since = self._finished, [], None
+        if not judged:
+            return
+        try:
+            judged = self._forward(judged)
+            now = self.clock()
+            self.inbox.settle(self.owner, [self._settlement(item, verdict, now) for item, verdict in judged], now)
+        finally:
+            # Settled, or not: either way no longer held. Records left unsettled by a failure keep their
+            # lease until it runs out and are claimed again (what was sent is known forwarded by then).
+            for item, _ in judged:
+                self._in_hand.pop(item.record.id, None)
+
+    def _forward(self, judged: Judged) -> Judged:
+        """Send each event once per deployment; what the sink took stays Forward, the rest becomes a retry."""
+        outgoing: Judged = []
+        result: Judged = []
+        for item, verdict in judged:
+            if not isinstance(verdict, Forward):
+                result.append((item, verdict))
+                continue
+            try:  # an event that cannot be forwarded fails its own record, not the batch
+                self._schema.load(verdict.event)
+                encode_event(verdict.event)
+            except Exception as error:  # noqa: BLE001 - invalid or unencodable: retried, then buried
+                log.error("the event of callback %s cannot be forwarded: %s", item.record.id, error)
+                result.append((item, self._failed(item, Failure.OTHER, error)))
+                continue
+            outgoing.append((item, verdict))
+        if not outgoing:
+            return result
+        now = self.clock()
+        ids = list({verdict.event["event_id"] for _, verdict in outgoing})
+        try:
+            seen = self.inbox.already_forwarded(ids)
+        except EventStillInProgress as error:
+            # Another worker is sending one of these right now: look again once it is done.
+            return result + [(item, Retry(str(error), now + LOOK_AGAIN_SECONDS)) for item, _ in outgoing]
+        fresh: dict[str, dict[str, Any]] = {}
+        for _, verdict in outgoing:
+            if verdict.event["event_id"] not in seen:
+                fresh.setdefault(verdict.event["event_id"], verdict.event)
+        try:
+            self.sink.send(list(fresh.values()))
+        except Exception as error:  # noqa: BLE001 - any sink failure keeps the events it did not take
+            self._report("sink", "failing", type(error).__name__)
+            delivered = sorted(set(fresh) & set(getattr(error, "delivered", ())))
+            self.inbox.mark_forwarded(delivered, now)
+            sent = seen | set(delivered)
+            return result + [
+                (item, verdict if verdict.event["event_id"] in sent else self._failed(item, Failure.OTHER, error))
+                for item, verdict in outgoing
+            ]
+        self.inbox.mark_forwarded(list(fresh), now)
+        self._report("sink", "ok", "")
+        if fresh:
+            log.info("forwarded %d event(s) for %d callback(s)", len(fresh), len(outgoing))
+        return result + outgoing
+
+    def _settlement(self, item: ClaimedRecord, verdict: Verdict, now: float) -> Settlement:
+        """Every verdict becomes an inbox outcome here."""
+        record_id = item.record.id
+        if isinstance(verdict, Forward):
+            return Settlement(record_id, Outcome.DONE if verdict.confirmed else Outcome.UNCONFIRMED)
+        if isinstance(verdict, Reject):
+            log.warning("rejected callback %s (%s): %s", record_id, verdict.reason, verdict.detail)
+            return Settlement(record_id, Outcome.REJECTED, verdict.reason)
+        if isinstance(verdict, Retry):
+            return Settlement(record_id, Outcome.RETRY, verdict.error, max(verdict.at, now))
+        if isinstance(verdict, Bury):
+            return Settlement(record_id, Outcome.DEAD, verdict.error)
+        return Settlement(record_id, Outcome.DEFERRED)
+
+    # --- 6. leases ----------------------------------------------------------------------
+
+    def _extend_leases(self, now: float) -> None:
+        """Every third of a lease, the records still in hand get a whole lease again."""
+        if now - self._last_heartbeat < self.lease_seconds / 3:
+            return
+        self._last_heartbeat = now
+        if self._in_hand:
+            self.inbox.extend_leases(self.owner, list(self._in_hand), self.lease_seconds, self.clock())
+
+    def _report(self, component: str, status: str, detail: str) -> None:
+        """Tell every web process's /readyz, once per change."""
+        if self._health.get(component) == status:
+            return
+        self._health[component] = status
+        try:
+            self.inbox.set_health(component, status, detail, self.clock())
+        except Exception:  # noqa: BLE001 - health is advisory; never fail a round for it
+            log.warning("could not record %s health", component)
+
+
+def _file_units(files: list[tuple[ClaimedRecord, list[str]]]) -> Iterator[_Unit]:
+    """File events packed, in order, into units of at most 20 distinct files (one call each)."""
+    unit, in_unit = _Unit("files"), set()
+    for item, ids in files:
+        if unit.items and len(in_unit | set(ids)) > MEDIA_INFOS_PER_CALL:
+            yield unit
+            unit, in_unit = _Unit("files"), set()
+        unit.items.append(item)
+        in_unit |= set(ids)
+    if unit.items:
+        yield unit
+
+
+def _describe_error(error: BaseException | None) -> str:
+    if error is None:
+        return "task not found"
+    if isinstance(error, TencentCloudSDKException):
+        return f"{error.get_code()}: {error.get_message()}"
+    return f"{type(error).__name__}: {error}"
+
+
