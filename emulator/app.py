@@ -84,6 +84,7 @@ class Emulator:
         action = headers.get("x-tc-action", "")
         service = "?"
         key: tuple[str, str] | None = None
+        in_flight: tuple[str, str] | None = None  # counted in flight from `begin` until the answer is ready
         try:
             if method != "POST":
                 raise ApiError("UnsupportedProtocol", "Only POST with a JSON body is supported by the emulator.")
@@ -94,10 +95,11 @@ class Emulator:
                 raise ApiError("InvalidAction", f"The action {action!r} does not exist for {service} "
                                f"version {headers.get('x-tc-version', '')!r}.")
             key = (service, action)
-            self.limiter.count_call(key)
+            self.limiter.begin(key)
+            in_flight = key
             params = self._params(headers, body)
             self._inject_faults()
-            if not self.limiter.admit(key):
+            if not self.limiter.admit(key, params.get("TaskId"), params.get("FileIds")):
                 raise ApiError("RequestLimitExceeded", "The number of requests exceeds the frequency limit.")
             return success(handler(self, params))
         except ApiError as error:
@@ -112,6 +114,9 @@ class Emulator:
             if key is not None:
                 self.limiter.count_error(key, "InternalError")
             return failure(ApiError("InternalError", "Internal error."))
+        finally:
+            if in_flight is not None:
+                self.limiter.end(in_flight)
 
     @staticmethod
     def _params(headers: dict[str, str], body: bytes) -> dict[str, Any]:
@@ -139,6 +144,10 @@ class Emulator:
     def stats(self) -> dict[str, Any]:
         return {"actions": self.limiter.snapshot(), "limits": self.limiter.limits(),
                 "callbacks": self.callbacks.snapshot(), "faults": asdict(self.faults.current())}
+
+    def calls(self, service: str | None = None, action: str | None = None) -> dict[str, Any]:
+        """The admitted API calls in admission order (GET /_emulator/calls)."""
+        return {"calls": self.limiter.calls(service, action)}
 
     def reset(self) -> None:
         """Forget tasks, sessions, media files, counters, deliveries and runtime faults; keep the start-up flags."""

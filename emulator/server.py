@@ -7,7 +7,7 @@ import logging
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from emulator.app import Emulator
 
@@ -20,6 +20,9 @@ class EmulatorServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # A client keeping a hundred calls in flight opens as many connections at once: the default backlog
+    # of 5 has the kernel reset some of them before they are accepted.
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], emulator: Emulator) -> None:
         super().__init__(address, Handler)
@@ -68,16 +71,21 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(200, emulator.handle_api("POST", url.path, url.query, headers, body))
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        path = urlsplit(self.path).path
+        url = urlsplit(self.path)
+        path = url.path
         emulator = self.server.emulator
         if path == "/_emulator/stats":
             self._answer(200, emulator.stats())
+        elif path == "/_emulator/calls":
+            query = parse_qs(url.query)
+            self._answer(200, emulator.calls(service=(query.get("service") or [None])[-1],
+                                             action=(query.get("action") or [None])[-1]))
         elif path == "/_emulator/faults":
             self._answer(200, asdict(emulator.faults.current()))
         elif path == "/_emulator/health":
             self._answer(200, {"status": "ok"})
         else:
-            self._answer(200, emulator.handle_api("GET", path, urlsplit(self.path).query,
+            self._answer(200, emulator.handle_api("GET", path, url.query,
                                                   {k.lower(): v for k, v in self.headers.items()}, b""))
 
     def _update_faults(self, body: bytes) -> None:

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from tests.conftest import AMS_SEED, MPS_KEYS, TOKENS, VOD_KEY, receiver_env
 from tests.emulator_fixtures import SECRET_ID, SECRET_KEY, EmulatorProcess
 from tests.servers import ROOT, GunicornServer, query_inbox, wait_until
@@ -79,7 +81,10 @@ class WorkerProcess:
 
 
 class Pipeline:
-    """One emulator, one receiver and (while a test wants it) one worker process, wired together."""
+    """One emulator, one receiver and (while a test wants them) worker processes, wired together.
+
+    One worker at a time (`start_worker`), or several side by side (`add_worker`); `stop` stops them all.
+    """
 
     def __init__(self, tmp_path: Path, worker_in_web: bool = False, emulator: EmulatorProcess | None = None,
                  finish_after: float = 0.5, mps_describe_limit: int = MPS_DESCRIBE_LIMIT, **env: str):
@@ -118,6 +123,7 @@ class Pipeline:
         self.env = {**os.environ, **settings}
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.worker: WorkerProcess | None = None
+        self.workers: list[WorkerProcess] = []  # every worker process started, side by side or one after another
         self._worker_starts = 0
 
     def running_with_worker(self) -> Iterator[Pipeline]:
@@ -136,8 +142,12 @@ class Pipeline:
         return self
 
     def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()
+        running = [w for w in self.workers if w.running]
+        for worker in running:  # all asked at once: each finishes its work in hand meanwhile
+            assert worker.process is not None
+            worker.process.send_signal(signal.SIGTERM)
+        for worker in running:
+            worker.stop()
         self.receiver.stop()
         if self.own_emulator:
             self.emulator.stop()
@@ -146,9 +156,21 @@ class Pipeline:
 
     def start_worker(self) -> WorkerProcess:
         assert self.worker is None or not self.worker.running, "one worker at a time"
-        self._worker_starts += 1
-        self.worker = WorkerProcess(self.env, self.tmp_path / f"worker-{self._worker_starts}.log").start()
+        self.worker = self._new_worker()
         return self.worker
+
+    def add_worker(self) -> WorkerProcess:
+        """Another worker process beside those running, as WORKER_PROCESSES > 1 runs them on one host."""
+        worker = self._new_worker()
+        if self.worker is None or not self.worker.running:
+            self.worker = worker
+        return worker
+
+    def _new_worker(self) -> WorkerProcess:
+        self._worker_starts += 1
+        worker = WorkerProcess(self.env, self.tmp_path / f"worker-{self._worker_starts}.log")
+        self.workers.append(worker)
+        return worker.start()
 
     def ensure_worker(self) -> WorkerProcess:
         if self.worker is None or not self.worker.running:
@@ -236,4 +258,11 @@ class Pipeline:
         return client.call_json(action, {"TaskId": task_id})["Response"]
 
     def stats(self, action: str) -> dict[str, Any]:
-        return self.emulator.admin("stats")["actions"].get(action, {"calls": 0, "errors": {}})
+        return self.emulator.admin("stats")["actions"].get(action, {"calls": 0, "errors": {}, "in_flight": 0})
+
+    def calls(self, service: str, action: str) -> list[dict[str, Any]]:
+        """The emulator's admitted calls of one action, in the order it admitted them."""
+        response = requests.get(f"{self.emulator.url}/_emulator/calls", params={"service": service, "action": action},
+                                timeout=30)
+        response.raise_for_status()
+        return response.json()["calls"]

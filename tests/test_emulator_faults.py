@@ -103,6 +103,48 @@ def test_latency(emulator):
     assert time.monotonic() - started >= 0.4
 
 
+def test_calls_in_flight_and_the_admitted_calls_in_order(emulator):
+    started = time.time()
+    task_id = emulator.mps().ProcessMedia(req(mps_models.ProcessMediaRequest, {"InputInfo": INPUT})).TaskId
+    emulator.admin("faults", {"latency": 0.8})
+    describe = req(mps_models.DescribeTaskDetailRequest, {"TaskId": task_id})
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = [pool.submit(outcome, lambda: emulator.mps().DescribeTaskDetail(describe)) for _ in range(6)]
+
+        def counters() -> dict:
+            return emulator.admin("stats")["actions"].get("mps.DescribeTaskDetail", {})
+
+        # six calls sleeping in the injected latency are in flight, not yet admitted
+        wait_until(lambda: counters().get("in_flight") == 6, 5, "six calls in flight")
+        assert emulator.admin("calls")["calls"][1:] == []
+    assert [a.result() for a in answers] == ["OK"] * 6
+    assert (counters()["in_flight"], counters()["max_in_flight"]) == (0, 6)
+    emulator.admin("faults", {"latency": 0})
+    emulator.vod().call_json("DescribeMediaInfos", {"FileIds": ["1", "2"]})
+    mps = emulator.mps()
+    results = [outcome(lambda: mps.DescribeTasks(mps_models.DescribeTasksRequest())) for _ in range(7)]
+    assert results.count("RequestLimitExceeded") == 2  # refused by the limit of 5/s: not admitted
+
+    calls = emulator.admin("calls")["calls"]
+    assert [(c["service"], c["action"], c["task_id"], c["file_ids"]) for c in calls] == [
+        ("mps", "ProcessMedia", None, None),
+        *[("mps", "DescribeTaskDetail", task_id, None)] * 6,
+        ("vod", "DescribeMediaInfos", None, ["1", "2"]),
+        *[("mps", "DescribeTasks", None, None)] * 5,
+    ]
+    times = [c["at"] for c in calls]
+    assert times == sorted(times) and started <= times[0] and times[-1] <= time.time()
+    assert times[1] - times[0] >= 0.8  # admitted after the latency
+    only = requests.get(emulator.url + "/_emulator/calls", params={"service": "mps", "action": "DescribeTaskDetail"},
+                        timeout=5).json()["calls"]
+    assert only == calls[1:7]
+    assert emulator.admin("calls?action=DescribeMediaInfos")["calls"] == calls[7:8]
+    assert emulator.admin("calls?service=vod&action=DescribeTasks")["calls"] == []
+    emulator.admin("reset", {})
+    assert emulator.admin("calls") == {"calls": []}
+    assert "mps.DescribeTaskDetail" not in emulator.admin("stats")["actions"]
+
+
 def test_bad_fault_update_is_refused(emulator):
     assert requests.post(emulator.url + "/_emulator/faults", json={"no_such": 1}, timeout=5).status_code == 400
     assert requests.post(emulator.url + "/_emulator/faults", json={"latency": "x"}, timeout=5).status_code == 400
