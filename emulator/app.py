@@ -98,8 +98,10 @@ class Emulator:
             self.limiter.begin(key)
             in_flight = key
             params = self._params(headers, body)
+            # Like Tencent's gateway, the limit counts a call when it arrives; the latency delays its answer.
+            admitted = self.limiter.admit(key, params.get("TaskId"), params.get("FileIds"))
             self._inject_faults()
-            if not self.limiter.admit(key, params.get("TaskId"), params.get("FileIds")):
+            if not admitted:
                 raise ApiError("RequestLimitExceeded", "The number of requests exceeds the frequency limit.")
             return success(handler(self, params))
         except ApiError as error:

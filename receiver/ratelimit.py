@@ -31,7 +31,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from typing import TypeVar
 
+T = TypeVar("T")
 WINDOW_SECONDS = 1.0
 _IN_FLIGHT = math.inf
 # How much later than its neighbours a call may reach Tencent after its start (signing, scheduling, network).
@@ -40,6 +42,7 @@ THROTTLE_PAUSE_SECONDS = 1.0  # after a RequestLimitExceeded, the action waits a
 THROTTLE_FACTOR = 0.75  # ... and goes on at this share of its rate,
 MIN_RATE_FACTOR = 0.25
 RECOVERY_PER_SECOND = 0.05  # recovering this much of its rate per second without a throttle
+RESERVATION_SECONDS = 10.0  # a slot granted but never started is free again after this (and a window)
 
 
 class RateLimitTimeout(Exception):
@@ -100,11 +103,11 @@ class HostQuota:
     """One action's limit, shared by every process of the host that opens the same file.
 
     The file holds a header (paused until, rate factor, when the factor last
-    changed, limit) and the start times of the last `limit` calls, all on
+    changed, the last grant, limit) and the start times of the last `limit` calls, all on
     `time.monotonic()`, which every process of a Linux host shares.
     """
 
-    _HEADER = struct.Struct("=dddq")
+    _HEADER = struct.Struct("=ddddq")
 
     def __init__(self, path: str | os.PathLike[str], limit: int, clock: Callable[[], float] = time.monotonic):
         if limit < 1:
@@ -122,15 +125,15 @@ class HostQuota:
     def _read(self) -> tuple[list[float], list[float]]:
         raw = os.pread(self._fd, self._size, 0)
         header = list(self._HEADER.unpack_from(raw)) if len(raw) == self._size else []
-        if not header or header[3] != self.limit:  # a new file, or another limit: start afresh
-            return [0.0, 1.0, self._clock(), float(self.limit)], [-math.inf] * self.limit
+        if not header or header[4] != self.limit:  # a new file, or another limit: start afresh
+            return [0.0, 1.0, self._clock(), -math.inf, float(self.limit)], [-math.inf] * self.limit
         return header, list(self._slots.unpack_from(raw, self._HEADER.size))
 
     def _write(self, header: list[float], slots: list[float]) -> None:
-        os.pwrite(self._fd, self._HEADER.pack(header[0], header[1], header[2], self.limit)
+        os.pwrite(self._fd, self._HEADER.pack(header[0], header[1], header[2], header[3], self.limit)
                   + self._slots.pack(*slots), 0)
 
-    def _locked(self, change: Callable[[list[float], list[float], float], float]) -> float:
+    def _locked(self, change: Callable[[list[float], list[float], float], T]) -> T:
         with self._lock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
@@ -143,21 +146,38 @@ class HostQuota:
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def try_take(self) -> float:
-        """Take a slot and return 0, or return how many seconds until one may be free."""
+    def try_take(self) -> tuple[float, int]:
+        """Reserve a slot: (0, its index), or (seconds until one may be free, -1).
 
-        def take(header: list[float], slots: list[float], now: float) -> float:
+        The slot is held as if in use until the caller says the call
+        `started()`: the bound is on when calls leave, not on when they were
+        granted, however long the caller took to get going.
+        """
+
+        def take(header: list[float], slots: list[float], now: float) -> tuple[float, int]:
             if now < header[0]:
-                return header[0] - now
+                return header[0] - now, -1
             usable = max(1, math.floor(self.limit * header[1]))
             oldest = min(range(usable), key=slots.__getitem__)
-            free_at = slots[oldest] + WINDOW_SECONDS + ARRIVAL_MARGIN_SECONDS
+            # Evenly spaced, never in a burst: a burst's last calls leave late, and the next second's
+            # first calls early, which would crowd the server's window more than any margin allows for.
+            free_at = max(slots[oldest] + WINDOW_SECONDS + ARRIVAL_MARGIN_SECONDS, header[3] + WINDOW_SECONDS / usable)
             if now < free_at:
-                return free_at - now
-            slots[oldest] = now
-            return 0.0
+                return free_at - now, -1
+            slots[oldest] = now + RESERVATION_SECONDS  # a process that dies before starting frees it in time
+            header[3] = now
+            return 0.0, oldest
 
         return self._locked(take)
+
+    def started(self, slot: int) -> None:
+        """The reserved call leaves now."""
+
+        def start(header: list[float], slots: list[float], now: float) -> None:
+            if 0 <= slot < len(slots) and slots[slot] > now:
+                slots[slot] = now
+
+        self._locked(start)
 
     def throttled(self) -> None:
         """Tencent answered RequestLimitExceeded: pause the action, then go on at a lower rate."""

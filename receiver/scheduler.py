@@ -62,6 +62,7 @@ class _Ticket:
     sequence: int
     granted: threading.Event = field(default_factory=threading.Event, compare=False)
     cancelled: bool = field(default=False, compare=False)
+    slot: int = field(default=-1, compare=False)
 
 
 @dataclass
@@ -126,6 +127,7 @@ class DescribeScheduler:
         ticket.granted.wait()
         if ticket.cancelled:
             raise Deferred(describe.label)
+        state.quota.started(ticket.slot)
         started = self._monotonic()
         try:
             return self._call(describe)
@@ -167,11 +169,12 @@ class DescribeScheduler:
         for state in self._actions.values():
             while state.queue and self._in_flight < self.max_in_flight \
                     and state.in_flight < state.in_flight_needed(self.max_in_flight):
-                free_in = state.quota.try_take()
+                free_in, slot = state.quota.try_take()
                 if free_in > 0:
                     wait = free_in if wait is None else min(wait, free_in)
                     break
                 ticket = heapq.heappop(state.queue)
+                ticket.slot = slot
                 state.in_flight += 1
                 self._in_flight += 1
                 ticket.granted.set()

@@ -91,8 +91,9 @@ def take_for(quota: HostQuota, seconds: float) -> list[float]:
     starts: list[float] = []
     end = time.monotonic() + seconds
     while (now := time.monotonic()) < end:
-        wait = quota.try_take()
+        wait, slot = quota.try_take()
         if wait == 0:
+            quota.started(slot)
             starts.append(now)
         else:
             time.sleep(min(wait, end - now))  # what a caller does: wait for the next slot
@@ -122,8 +123,9 @@ def test_a_quota_counts_starts_so_slow_calls_keep_its_full_rate(tmp_path):
     quota = HostQuota(tmp_path / "quota", 10, clock=clock)
     starts = []
     while clock.now < 1010.0:  # ten seconds; how long each call takes does not enter into it
-        wait = quota.try_take()
+        wait, slot = quota.try_take()
         if wait == 0:
+            quota.started(slot)
             starts.append(clock.now)
         else:
             clock.sleep(wait)
@@ -136,11 +138,11 @@ def test_request_limit_exceeded_pauses_the_action_for_every_process_and_its_rate
     mine, theirs = (HostQuota(tmp_path / "quota", 100, clock=clock) for _ in range(2))
     mine.throttled()
     mine.throttled()  # calls in flight when it happened: one slow-down, not two
-    assert theirs.try_take() == pytest.approx(1.0)
+    assert theirs.try_take()[0] == pytest.approx(1.0)
     clock.sleep(1.0)
     assert theirs.rate() == 75
     clock.sleep(5.0)
-    assert theirs.rate() == 100 and theirs.try_take() == 0
+    assert theirs.rate() == 100 and theirs.try_take()[0] == 0
 
 
 def test_a_host_takes_its_share_of_every_limit():
@@ -158,3 +160,15 @@ def test_sweeper_and_workers_split_the_listing_limit_and_nothing_else():
         else:
             assert workers[key] == limit
     assert workers[("ams", "DescribeTasks")] == sweeper[("ams", "DescribeTasks")] == 10
+
+
+def test_a_granted_slot_counts_from_when_its_call_leaves(tmp_path):
+    clock = FakeClock()
+    quota = HostQuota(tmp_path / "quota", 1, clock=clock)
+    wait, slot = quota.try_take()
+    assert wait == 0
+    clock.sleep(5.0)  # the caller took its time to get going
+    assert quota.try_take()[0] > 0  # still reserved
+    quota.started(slot)
+    clock.sleep(1.0)
+    assert quota.try_take()[0] == pytest.approx(0.025)  # a window and the margin after it left, not after the grant

@@ -43,11 +43,14 @@ class GateQuota:
         self.open_slots = open_slots
         self.throttles = 0
 
-    def try_take(self) -> float:
+    def try_take(self) -> tuple[float, int]:
         if self.open_slots <= 0:
-            return 0.01
+            return 0.01, -1
         self.open_slots -= 1
-        return 0.0
+        return 0.0, 0
+
+    def started(self, slot: int) -> None:
+        pass
 
     def throttled(self) -> None:
         self.throttles += 1
