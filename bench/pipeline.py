@@ -813,6 +813,7 @@ class ActionFigures:
 class Probe:
     latencies: list[float]
     answers: Counter[str]
+    posted: int
 
 
 @dataclass
@@ -881,6 +882,8 @@ class RunResult:
             found.append(f"{where}: unexpected door answers {odd}")
         if self.probe is not None and unexpected_answers(self.probe.answers, FINISH_ONLY):
             found.append(f"{where}: unexpected door answers to the probe {dict(self.probe.answers)}")
+        if self.probe is not None and len(self.probe.latencies) != self.probe.posted:
+            found.append(f"{where}: the probe timed {len(self.probe.latencies)} of {self.probe.posted} callbacks")
         return found
 
 
@@ -1010,9 +1013,19 @@ def idle_probe(stack: Stack, tasks: list[BenchTask], sink: SinkTail, interval: f
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))  # pacing, not waiting for anything
     wanted = {t.event_id for t in tasks}
-    poll_until(lambda: wanted <= set(sink.poll()), 60 + len(tasks), "the probe's events", stack.children,
-               interval=0.02)
-    return Probe(accept_to_forward(stack.inbox, tasks, forwarded_times(stack.inbox)), answers)
+
+    def all_forwarded() -> dict[str, float] | None:
+        """The forwarded times once every probe event is in the sink and marked forwarded in the inbox.
+
+        The worker writes the sink first and marks the inbox after: the sink alone can be a moment early.
+        """
+        if not wanted <= set(sink.poll()):
+            return None
+        forwarded = forwarded_times(stack.inbox)
+        return forwarded if wanted <= set(forwarded) else None
+
+    forwarded = poll_until(all_forwarded, 60 + len(tasks), "the probe's events", stack.children, interval=0.02)
+    return Probe(accept_to_forward(stack.inbox, tasks, forwarded), answers, len(tasks))
 
 
 # --- the SQS sink on moto_server, behind a counting proxy ----------------------------------------
