@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench bench-pipeline lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench.intake $(ARGS)
+
+bench-pipeline: $(VENV)/.dev
+	$(BIN)/python -m bench.pipeline $(ARGS)
 
 clean:
 	rm -rf $(VENV) var/*.db*
