@@ -145,16 +145,13 @@ _SCRUBBED_NAMES = frozenset({
 
 T = TypeVar("T")
 
-EMULATOR_NODELAY = "bench.emulator_nodelay"  # `python -m emulator` with TCP_NODELAY (see that module)
-EMULATOR_AS_IS = "emulator"
 
 
 @dataclass(frozen=True)
 class Setup:
-    """What every run shares: where its files go, and how the emulator is started."""
+    """What every run shares: where its files go."""
 
     tmp: Path
-    emulator_module: str = EMULATOR_NODELAY
 
 
 # --- child processes ----------------------------------------------------------------
@@ -265,7 +262,7 @@ class Emulator:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [
-            PYTHON, "-m", setup.emulator_module, "--port", str(self.port),
+            PYTHON, "-m", "emulator", "--port", str(self.port),
             "--secret-id", SECRET_ID, "--secret-key", SECRET_KEY,
             "--processing-after", str(PROCESSING_AFTER), "--finish-after", str(FINISH_AFTER),
             "--vod-notify-url", vod_notify_url, "--vod-sign-key", VOD_KEY, "--log-level", "WARNING",
@@ -1455,10 +1452,7 @@ def print_header(args: argparse.Namespace, setup: Setup) -> None:
     print(f"  software:  Python {platform.python_version()}, gunicorn {metadata.version('gunicorn')}, "
           f"tencentcloud-sdk {metadata.version('tencentcloud-sdk-python-common')}, moto {metadata.version('moto')}")
     print(f"  code:      {ROOT} ({_git_head()})")
-    emulator = ("python -m emulator as is" if setup.emulator_module == EMULATOR_AS_IS else
-                "python -m bench.emulator_nodelay (python -m emulator with TCP_NODELAY: as is, every call waits "
-                "~40 ms for a delayed ACK)")
-    print(f"  emulator:  {emulator}")
+    print("  emulator:  python -m emulator")
     print("  processes: per run a fresh emulator, gunicorn -c gunicorn.conf.py --no-control-socket app:app "
           "(WEB_CONCURRENCY=2, WORKER_IN_WEB=false),")
     print("             then python -m receiver.worker once every callback is queued")
@@ -1519,9 +1513,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--soak", action="store_true", help="also run the soak (several minutes)")
     parser.add_argument("--soak-events", type=int, default=100_000, help="events in the soak (RSS at each tenth)")
     parser.add_argument("--soak-timeout", type=float, default=3600, help="seconds the soak may take at most")
-    parser.add_argument("--emulator-as-is", action="store_true",
-                        help="start plain `python -m emulator` (Nagle on: ~40 ms more per call) instead of "
-                             "bench.emulator_nodelay")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, inboxes, sinks)")
     args = parser.parse_args(argv)
     if args.callbacks < 3 or args.batch_tasks < 1 or args.sqs_events < 1 or args.soak_events < 10:
@@ -1536,7 +1527,7 @@ def _raise_on_sigterm(signum: int, frame: object) -> None:
 
 def run(args: argparse.Namespace, tmp: Path) -> int:
     """Every run the options ask for, the tables and the targets; return the exit status."""
-    setup = Setup(tmp, EMULATOR_AS_IS if args.emulator_as_is else EMULATOR_NODELAY)
+    setup = Setup(tmp)
     print_header(args, setup)
     tasks = max(1, round(args.callbacks / len(BACKLOG_STEPS)))
     backlog: list[RunResult] = []

@@ -37,11 +37,12 @@ T = TypeVar("T")
 WINDOW_SECONDS = 1.0
 _IN_FLIGHT = math.inf
 # How much later than its neighbours a call may reach Tencent after its start (signing, scheduling, network).
-ARRIVAL_MARGIN_SECONDS = 0.025
+ARRIVAL_MARGIN_SECONDS = 0.04
 THROTTLE_PAUSE_SECONDS = 1.0  # after a RequestLimitExceeded, the action waits a full window
 THROTTLE_FACTOR = 0.75  # ... and goes on at this share of its rate,
 MIN_RATE_FACTOR = 0.25
 RECOVERY_PER_SECOND = 0.05  # recovering this much of its rate per second without a throttle
+CATCH_UP_SECONDS = 0.05  # how far behind its pace an action may catch up (a few calls at once)
 RESERVATION_SECONDS = 10.0  # a slot granted but never started is free again after this (and a window)
 
 
@@ -161,20 +162,22 @@ class HostQuota:
             oldest = min(range(usable), key=slots.__getitem__)
             # Evenly spaced, never in a burst: a burst's last calls leave late, and the next second's
             # first calls early, which would crowd the server's window more than any margin allows for.
-            free_at = max(slots[oldest] + WINDOW_SECONDS + ARRIVAL_MARGIN_SECONDS, header[3] + WINDOW_SECONDS / usable)
+            paced_at = header[3] + WINDOW_SECONDS / usable
+            free_at = max(slots[oldest] + WINDOW_SECONDS + ARRIVAL_MARGIN_SECONDS, paced_at)
             if now < free_at:
                 return free_at - now, -1
             slots[oldest] = now + RESERVATION_SECONDS  # a process that dies before starting frees it in time
-            header[3] = now
+            # The pace is kept on schedule: a caller that came late may catch up, a little at a time.
+            header[3] = max(paced_at, now - CATCH_UP_SECONDS)
             return 0.0, oldest
 
         return self._locked(take)
 
     def started(self, slot: int) -> None:
-        """The reserved call leaves now."""
+        """The reserved call leaves now (said again when its bytes go out: only ever later, so never looser)."""
 
         def start(header: list[float], slots: list[float], now: float) -> None:
-            if 0 <= slot < len(slots) and slots[slot] > now:
+            if 0 <= slot < len(slots):
                 slots[slot] = now
 
         self._locked(start)
@@ -194,6 +197,25 @@ class HostQuota:
     def rate(self) -> float:
         """The calls per second the action may make now."""
         return self._locked(lambda header, slots, now: max(1, math.floor(self.limit * header[1])))
+
+
+_departure = threading.local()
+
+
+@contextmanager
+def departure(leaving: Callable[[], None]) -> Iterator[None]:
+    """Within it, `departing()` on this thread calls `leaving`: the HTTP layer says when a call's bytes go out."""
+    _departure.leaving = leaving
+    try:
+        yield
+    finally:
+        _departure.leaving = None
+
+
+def departing() -> None:
+    leaving = getattr(_departure, "leaving", None)
+    if leaving is not None:
+        leaving()
 
 
 def _recover(header: list[float], now: float) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from receiver.ratelimit import HostQuota
+from receiver.ratelimit import HostQuota, departure
 from receiver.reconcile import DescribeCall
 
 LOOK_AGAIN_BASE_SECONDS = 2.0
@@ -37,7 +37,7 @@ LOOK_AGAIN_BASE_SECONDS = 2.0
 # the quota busy between the worker's rounds, and keeps a late first call close to the front.
 QUEUE_AHEAD_SECONDS = 0.25
 LATENCY_WEIGHT = 0.2  # of each new measurement in the moving average
-FIRST_LATENCY_GUESS = 0.05
+FIRST_LATENCY_GUESS = 0.5  # until measured: generous, since the quota's spacing, not this, sets the rate
 IN_FLIGHT_HEADROOM = 1.5
 
 
@@ -130,7 +130,9 @@ class DescribeScheduler:
         state.quota.started(ticket.slot)
         started = self._monotonic()
         try:
-            return self._call(describe)
+            # Stamped again when the request leaves (receiver.tencentcloud): signing it took some time.
+            with departure(lambda: state.quota.started(ticket.slot)):
+                return self._call(describe)
         except TencentCloudSDKException as error:
             if (error.get_code() or "").startswith("RequestLimitExceeded"):
                 state.quota.throttled()

@@ -24,7 +24,7 @@ from tencentcloud.mps.v20190612 import mps_client
 from tencentcloud.vod.v20180717 import vod_client
 
 from receiver.config import Settings
-from receiver.ratelimit import RateLimits
+from receiver.ratelimit import RateLimits, departing
 from receiver.reconcile import DescribeCall
 
 REQUEST_TIMEOUT_SECONDS = 10
@@ -53,15 +53,24 @@ def classify(error: TencentCloudSDKException) -> Failure:
     return Failure.OTHER
 
 
-def _widen_connection_pool(client: Any, connections: int) -> None:
-    """Keep as many connections alive as calls may be in flight (the SDK's session keeps 10).
+class _DepartingAdapter(requests.adapters.HTTPAdapter):
+    """Tells the rate limit when a request leaves (`receiver.ratelimit.departing`), after the SDK signed it."""
 
-    The SDK offers no setting for it; its `pre_conn_pool_size` opens every
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        departing()
+        return super().send(request, *args, **kwargs)
+
+
+def _adapt_session(client: Any, connections: int) -> None:
+    """Our adapter on the SDK client's session: the departure stamp, and as many keep-alive connections
+    as calls may be in flight (the SDK's session keeps 10).
+
+    The SDK offers no setting for either; its `pre_conn_pool_size` opens every
     connection up front, from a thread of its own, and keeps replacing them.
     """
     session = getattr(getattr(getattr(client, "request", None), "conn", None), "_session", None)
-    if isinstance(session, requests.Session) and connections > 10:
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+    if isinstance(session, requests.Session):
+        adapter = _DepartingAdapter(pool_connections=1, pool_maxsize=max(10, connections))
         session.mount("http://", adapter)
         session.mount("https://", adapter)
 
@@ -87,7 +96,7 @@ class TencentCloud:
             self._clients[service] = client = client_class(
                 cred, settings.tencentcloud_region, ClientProfile(httpProfile=http_profile)
             )
-            _widen_connection_pool(client, connections)
+            _adapt_session(client, connections)
 
     def call(self, call: DescribeCall, deadline: float | None = None) -> dict[str, Any]:
         """The ``Response`` object of one call; raises TencentCloudSDKException.

@@ -78,8 +78,11 @@ PEEK_SIZE = 20  # claimed every PEEK_SECONDS however busy, so new first calls jo
 PEEK_SECONDS = 0.5
 IN_HAND_MAX = 2_000  # records one process holds at most
 IDLE_POLL_SECONDS = 0.05
+BUSY_POLL_SECONDS = 0.025  # a busy loop looks for room to start work at least this often
 SINK_BATCH = 10  # events per sink call (SQS SendMessageBatch takes 10)
-FLUSH_SECONDS = 0.1  # the longest a finished record waits for a full batch
+# The longest a finished record waits for a full batch while the worker is busy: at 20 events/s (the
+# slowest action's limit) batches are full. An idle worker forwards at once.
+FLUSH_SECONDS = 0.5
 STOP_SECONDS = 15.0  # calls in flight at a stop get this long to finish
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 15.0
@@ -206,8 +209,15 @@ class Worker:
         self._running: dict[tuple[str, str], int] = {}
         # Units hand their verdicts back through a Queue: made of threading primitives, which gevent patches.
         self._done: queue.Queue[tuple[tuple[str, str], Judged]] = queue.Queue()
-        self._finished: Judged = []
-        self._finished_since: float | None = None
+        # Finished verdicts wait in the outbox for the forwarding thread, which sends them in batches and
+        # settles them while the loop goes on claiming and starting: a slow sink never idles the quota.
+        self._outbox: Judged = []
+        self._outbox_since = 0.0
+        self._outbox_changed = threading.Condition()
+        self._idle = True
+        self._loop_done = False  # set at the stop, once no more verdicts can come
+        self._forwarder: threading.Thread | None = None
+        self._hand_lock = threading.Lock()  # _in_hand: added to by the loop, settled by the forwarder
         self._last_peek = self._next_claim = self._last_heartbeat = 0.0
         # Events the sink took before a crash kept them from being marked: not again.
         recovered = sink.recover_forwarded_ids()
@@ -217,6 +227,8 @@ class Worker:
     # --- the loop ---------------------------------------------------------------------
 
     def run_forever(self) -> None:
+        self._forwarder = threading.Thread(target=self._forward_until_stopped, name="forwarder", daemon=True)
+        self._forwarder.start()
         log.info("worker %s started", self.owner)
         if self.scheduler is None:
             self._report("tencentcloud", "failing", "no TENCENTCLOUD_SECRET_ID / _KEY: callbacks wait in the inbox")
@@ -230,14 +242,12 @@ class Worker:
         log.info("worker %s stopped", self.owner)
 
     def run_round(self) -> None:
-        """Claim → plan → start → (units judge on their threads) → forward and settle → extend leases."""
+        """Claim → plan → start → (units judge on their threads) → hand over to forwarding → extend leases."""
         now = time.monotonic()
         self._claim(now)
         self._start_units()
-        self._collect(IDLE_POLL_SECONDS if not self._busy else FLUSH_SECONDS / 4)
-        if self._finished and (self._full_batch or not self._busy
-                               or time.monotonic() - (self._finished_since or 0) >= FLUSH_SECONDS):
-            self._forward_and_settle()
+        self._collect(BUSY_POLL_SECONDS if self._busy else IDLE_POLL_SECONDS)
+        self._set_idle(not self._busy)
         self._extend_leases(time.monotonic())
 
     def run_once(self) -> int:
@@ -247,7 +257,7 @@ class Worker:
         self._start_units(ignore_room=True)
         while self._running_total:
             self._collect(1.0)
-        self._forward_and_settle()
+        self._forward_and_settle(self._take_outbox())
         return len(claimed)
 
     def stop(self) -> None:
@@ -256,16 +266,19 @@ class Worker:
             self.scheduler.close()  # queued calls are not made: their units come back deferred
         for waiting in self._waiting.values():
             for _, _, _, unit in waiting:
-                self._finished.extend((item, Defer()) for item in unit.items)
+                self._hand_over([(item, Defer()) for item in unit.items])
         self._waiting.clear()
         self._waiting_tasks.clear()
         deadline = time.monotonic() + STOP_SECONDS
         while self._running_total and time.monotonic() < deadline:
             self._collect(0.1)
-        try:
-            self._forward_and_settle()
-        except Exception:  # noqa: BLE001 - their leases run out and they are claimed again
-            log.exception("could not settle the records in hand at the stop")
+        with self._outbox_changed:
+            self._idle = self._loop_done = True
+            self._outbox_changed.notify()
+        if self._forwarder is not None:
+            self._forwarder.join(STOP_SECONDS)  # it stops once the outbox is empty and the loop stopped
+        else:
+            self._forward_and_settle(self._take_outbox())
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -276,10 +289,6 @@ class Worker:
     def _running_total(self) -> int:
         return sum(self._running.values())
 
-    @property
-    def _full_batch(self) -> bool:
-        return sum(isinstance(verdict, Forward) for _, verdict in self._finished) >= SINK_BATCH
-
     # --- 1. claiming --------------------------------------------------------------------
 
     def _claim(self, now: float) -> None:
@@ -289,7 +298,8 @@ class Worker:
         so a new callback's first call joins its queue ahead of the look-agains
         and swept tasks in hand.
         """
-        room = IN_HAND_MAX - len(self._in_hand)
+        with self._hand_lock:
+            room = IN_HAND_MAX - len(self._in_hand)
         if room > 0 and now >= self._next_claim and self._hungry():
             size = min(CLAIM_SIZE, room)
         elif now - self._last_peek >= PEEK_SECONDS and room > -IN_HAND_MAX // 10:
@@ -298,7 +308,7 @@ class Worker:
             return
         self._last_peek = now
         # Only an idle worker may wait for the first record: a busy one has verdicts to settle.
-        idle = not self._busy and not self._finished
+        idle = not self._busy
         claimed = self.inbox.claim(self.owner, size, self.lease_seconds, self.clock(), wait=idle)
         # An inbox with fewer due records than asked for is not asked again right away.
         self._next_claim = now if len(claimed) == size else now + IDLE_POLL_SECONDS
@@ -314,11 +324,12 @@ class Worker:
         return any(len(self._waiting.get(action, ())) < self.scheduler.rate(*action) for action in at_work)
 
     def _take(self, claimed: list[ClaimedRecord]) -> None:
-        for item in claimed:
-            self._in_hand[item.record.id] = item
+        with self._hand_lock:
+            for item in claimed:
+                self._in_hand[item.record.id] = item
         for unit in self._plan(claimed):
             if unit.action == NO_CALL or self.scheduler is None:
-                self._finished_now(self._work(unit))
+                self._hand_over(self._work(unit))
             else:
                 heapq.heappush(self._waiting.setdefault(unit.action, []),
                                (unit.priority, unit.items[0].record.id, next(self._order), unit))
@@ -386,7 +397,7 @@ class Worker:
     def _collect(self, timeout: float) -> None:
         """Verdicts of the units that finished, waiting up to `timeout` for the first."""
         if not self._running_total:
-            if timeout and not self._finished:
+            if timeout:
                 self.stopping.wait(timeout)
             return
         try:
@@ -396,16 +407,34 @@ class Worker:
         while done is not None:
             action, judged = done
             self._running[action] -= 1
-            self._finished_now(judged)
+            self._hand_over(judged)
             try:
                 done = self._done.get_nowait()
             except queue.Empty:
                 done = None
 
-    def _finished_now(self, judged: Judged) -> None:
-        if judged and not self._finished:
-            self._finished_since = time.monotonic()
-        self._finished.extend(judged)
+    # --- handing over to forwarding ------------------------------------------------------
+
+    def _hand_over(self, judged: Judged) -> None:
+        if not judged:
+            return
+        with self._outbox_changed:
+            if not self._outbox:
+                self._outbox_since = time.monotonic()
+            self._outbox.extend(judged)
+            self._outbox_changed.notify()
+
+    def _set_idle(self, idle: bool) -> None:
+        """An idle loop has nothing more coming soon: what waits in the outbox goes at once."""
+        with self._outbox_changed:
+            self._idle = idle
+            if idle:
+                self._outbox_changed.notify()
+
+    def _take_outbox(self) -> Judged:
+        with self._outbox_changed:
+            judged, self._outbox = self._outbox, []
+            return judged
 
     # --- 4. working: calls and verdicts, one unit at a time, on its own thread -----------
 
@@ -569,8 +598,39 @@ class Worker:
 
     # --- 5. forwarding and settling ---------------------------------------------------------
 
-    def _forward_and_settle(self) -> None:
-        judged, self._finished, self._finished_since = self._finished, [], None
+    def _forward_until_stopped(self) -> None:
+        """The forwarding thread: whole batches of 10 events, or what waited FLUSH_SECONDS, or all when idle."""
+        while True:
+            with self._outbox_changed:
+                while not self._ready_to_forward():
+                    if self._loop_done and not self._outbox:
+                        return
+                    wait = FLUSH_SECONDS - (time.monotonic() - self._outbox_since) if self._outbox else None
+                    self._outbox_changed.wait(wait if wait is None else max(wait, 0.001))
+                judged = self._batch_from_outbox()
+            try:
+                self._forward_and_settle(judged)
+            except Exception:  # noqa: BLE001 - their leases run out and they are claimed again
+                log.exception("forwarding and settling %d record(s) failed", len(judged))
+
+    def _batch_from_outbox(self) -> Judged:
+        """All that waits; but a busy worker's events beyond whole batches of 10 wait for the next."""
+        judged, self._outbox = self._outbox, []
+        if self._idle or time.monotonic() - self._outbox_since >= FLUSH_SECONDS:
+            return judged
+        forwards = [index for index, (_, verdict) in enumerate(judged) if isinstance(verdict, Forward)]
+        later = set(forwards[len(forwards) - len(forwards) % SINK_BATCH:])
+        self._outbox = [pair for index, pair in enumerate(judged) if index in later]
+        self._outbox_since = time.monotonic() if self._outbox else 0.0
+        return [pair for index, pair in enumerate(judged) if index not in later]
+
+    def _ready_to_forward(self) -> bool:
+        if not self._outbox:
+            return False
+        events = sum(isinstance(verdict, Forward) for _, verdict in self._outbox)
+        return events >= SINK_BATCH or self._idle or time.monotonic() - self._outbox_since >= FLUSH_SECONDS
+
+    def _forward_and_settle(self, judged: Judged) -> None:
         if not judged:
             return
         try:
@@ -580,8 +640,9 @@ class Worker:
         finally:
             # Settled, or not: either way no longer held. Records left unsettled by a failure keep their
             # lease until it runs out and are claimed again (what was sent is known forwarded by then).
-            for item, _ in judged:
-                self._in_hand.pop(item.record.id, None)
+            with self._hand_lock:
+                for item, _ in judged:
+                    self._in_hand.pop(item.record.id, None)
 
     def _forward(self, judged: Judged) -> Judged:
         """Send each event once per deployment; what the sink took stays Forward, the rest becomes a retry."""
@@ -650,8 +711,10 @@ class Worker:
         if now - self._last_heartbeat < self.lease_seconds / 3:
             return
         self._last_heartbeat = now
-        if self._in_hand:
-            self.inbox.extend_leases(self.owner, list(self._in_hand), self.lease_seconds, self.clock())
+        with self._hand_lock:
+            held = list(self._in_hand)
+        if held:
+            self.inbox.extend_leases(self.owner, held, self.lease_seconds, self.clock())
 
     def _report(self, component: str, status: str, detail: str) -> None:
         """Tell every web process's /readyz, once per change."""
