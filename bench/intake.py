@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -822,10 +823,14 @@ def run(args: argparse.Namespace, tmp: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    return bench_main(parse_args(argv), run, "bench-intake-")
+
+
+def bench_main(args: argparse.Namespace, run: Callable[[argparse.Namespace, Path], int], prefix: str) -> int:
+    """Run a benchmark in a temporary directory (kept with --keep); a SIGTERM still cleans up."""
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-intake-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     try:
         status = run(args, tmp)
     except BenchError as error:

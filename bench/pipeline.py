@@ -63,12 +63,10 @@ import math
 import os
 import platform
 import shlex
-import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -92,7 +90,7 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.mps.v20190612 import mps_client
 from tencentcloud.vod.v20180717 import vod_client
 
-from bench.intake import BenchError, filesystem_of, percentile
+from bench.intake import BenchError, bench_main, filesystem_of, percentile
 from emulator import render
 from emulator.tasks import FINISH, PROCESSING, SILENT_MARKER, Task
 from receiver.auth import sign_ams_callback, sign_mps_notification, sign_vod_event
@@ -1521,10 +1519,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _raise_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def run(args: argparse.Namespace, tmp: Path) -> int:
     """Every run the options ask for, the tables and the targets; return the exit status."""
     setup = Setup(tmp)
@@ -1580,22 +1574,7 @@ def _progress(result: RunResult) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    try:
-        status = run(args, tmp)
-    except BenchError as error:
-        print(f"\nbench: {error}", file=sys.stderr)
-        status = 2
-    finally:
-        if args.keep:
-            print(f"  kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(f"  wall time: {time.monotonic() - started:.1f}s")
-    return status
+    return bench_main(parse_args(argv), run, "bench-pipeline-")
 
 
 if __name__ == "__main__":

@@ -126,29 +126,30 @@ class _Reader:
             return None
         return value.strip()
 
-    def fraction(self, name: str, default: float) -> float:
-        """A number in (0, 1]."""
+    def _float(self, name: str, kind: str) -> float | None:
         value = self.raw(name)
         if value is None:
-            return default
+            return None
         try:
-            number = float(value)
+            return float(value)
         except ValueError:
-            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{name}: expected {kind}, got {value!r}") from None
+
+    def fraction(self, name: str, default: float) -> float:
+        """A number in (0, 1]."""
+        number = self._float(name, "a number")
+        if number is None:
+            return default
         if not 0 < number <= 1:
-            raise ConfigError(f"{name}: must be more than 0 and at most 1, got {value}")
+            raise ConfigError(f"{name}: must be more than 0 and at most 1, got {self.raw(name)}")
         return number
 
     def seconds(self, name: str, default: float, minimum: float) -> float:
-        value = self.raw(name)
-        if value is None:
+        number = self._float(name, "a number of seconds")
+        if number is None:
             return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(f"{name}: expected a number of seconds, got {value!r}") from None
         if not number >= minimum or number == float("inf"):
-            raise ConfigError(f"{name}: must be a finite number of at least {minimum}, got {value}")
+            raise ConfigError(f"{name}: must be a finite number of at least {minimum}, got {self.raw(name)}")
         return number
 
     def string(self, name: str, default: str | None = None) -> str | None:

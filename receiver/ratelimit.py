@@ -173,12 +173,15 @@ class HostQuota:
 
         return self._locked(take)
 
-    def started(self, slot: int) -> None:
-        """The reserved call leaves now (said again when its bytes go out: only ever later, so never looser)."""
+    def started(self, slot: int, delay: float = 0.0) -> None:
+        """The reserved call leaves now, and may reach the server up to `delay` later than calls usually do.
+
+        Said again when its bytes go out: only ever later, so never looser.
+        """
 
         def start(header: list[float], slots: list[float], now: float) -> None:
             if 0 <= slot < len(slots):
-                slots[slot] = now
+                slots[slot] = now + delay
 
         self._locked(start)
 
@@ -203,8 +206,9 @@ _departure = threading.local()
 
 
 @contextmanager
-def departure(leaving: Callable[[], None]) -> Iterator[None]:
-    """Within it, `departing()` on this thread calls `leaving`: the HTTP layer says when a call's bytes go out."""
+def departure(leaving: Callable[[float], None]) -> Iterator[None]:
+    """Within it, `departing(delay)` on this thread calls `leaving(delay)`: the HTTP layer says when a call's
+    bytes go out, and how much later than usual they may reach the server."""
     _departure.leaving = leaving
     try:
         yield
@@ -212,10 +216,10 @@ def departure(leaving: Callable[[], None]) -> Iterator[None]:
         _departure.leaving = None
 
 
-def departing() -> None:
+def departing(delay: float = 0.0) -> None:
     leaving = getattr(_departure, "leaving", None)
     if leaving is not None:
-        leaving()
+        leaving(delay)
 
 
 def _recover(header: list[float], now: float) -> None:

@@ -131,7 +131,7 @@ class DescribeScheduler:
         started = self._monotonic()
         try:
             # Stamped again when the request leaves (receiver.tencentcloud): signing it took some time.
-            with departure(lambda: state.quota.started(ticket.slot)):
+            with departure(lambda delay: state.quota.started(ticket.slot, delay)):
                 return self._call(describe)
         except TencentCloudSDKException as error:
             if (error.get_code() or "").startswith("RequestLimitExceeded"):

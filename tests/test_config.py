@@ -42,6 +42,12 @@ def test_lists_allow_rotation():
         ("SINK", "kafka"),
         ("VOD_SUBAPP_ID", "app-1"),
         ("RATE_LIMIT_MPS_PROCESSMEDIA", "10"),
+        ("TENCENTCLOUD_QUOTA_SHARE", "0"),
+        ("TENCENTCLOUD_QUOTA_SHARE", "1.5"),
+        ("TENCENTCLOUD_QUOTA_SHARE", "half"),
+        ("TENCENTCLOUD_MAX_IN_FLIGHT", "0"),
+        ("WORKER_LEASE_SECONDS", "0.1"),
+        ("WORKER_LEASE_SECONDS", "nan"),
     ],
 )
 def test_bad_value_names_the_variable(variable: str, value: str):

@@ -11,6 +11,7 @@ import pytest
 
 from receiver.config import DEFAULT_RATE_LIMITS
 from receiver.ratelimit import (
+    ARRIVAL_MARGIN_SECONDS,
     HostQuota,
     RateLimits,
     RateLimitTimeout,
@@ -171,4 +172,4 @@ def test_a_granted_slot_counts_from_when_its_call_leaves(tmp_path):
     assert quota.try_take()[0] > 0  # still reserved
     quota.started(slot)
     clock.sleep(1.0)
-    assert quota.try_take()[0] == pytest.approx(0.025)  # a window and the margin after it left, not after the grant
+    assert quota.try_take()[0] == pytest.approx(ARRIVAL_MARGIN_SECONDS)  # a window and the margin after it left

@@ -14,8 +14,9 @@ It reads top to bottom like the loop it is (SPEC 6, 8); each round:
 4. **judge** each answer into a verdict, on the unit's thread: forward,
    reject with a reason, retry (look again later, or try again after an
    error), bury, or defer (not worked on: the worker is stopping);
-5. **forward** the finished units' events in batches, while other calls are
-   still in flight, and **settle** every verdict in one place (`_settlement`);
+5. **forward** the finished units' events in whole batches of 10, on a
+   thread of its own while the loop goes on, and **settle** every verdict in
+   one place (`_settlement`);
 6. **extend the leases** of every record still in hand (heartbeat), so slow
    work is never claimed twice.
 
