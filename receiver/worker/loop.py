@@ -216,6 +216,7 @@ class Worker:
         self._outbox_since = 0.0
         self._outbox_changed = threading.Condition()
         self._idle = True
+        self._coming = 0  # units started or waiting: verdicts still to come
         self._loop_done = False  # set at the stop, once no more verdicts can come
         self._forwarder: threading.Thread | None = None
         self._hand_lock = threading.Lock()  # _in_hand: added to by the loop, settled by the forwarder
@@ -248,6 +249,7 @@ class Worker:
         self._claim(now)
         self._start_units()
         self._collect(BUSY_POLL_SECONDS if self._busy else IDLE_POLL_SECONDS)
+        self._coming = self._running_total + sum(len(waiting) for waiting in self._waiting.values())
         self._set_idle(not self._busy)
         self._extend_leases(time.monotonic())
 
@@ -600,7 +602,8 @@ class Worker:
     # --- 5. forwarding and settling ---------------------------------------------------------
 
     def _forward_until_stopped(self) -> None:
-        """The forwarding thread: whole batches of 10 events, or what waited FLUSH_SECONDS, or all when idle."""
+        """The forwarding thread: whole batches of 10 events; what waited FLUSH_SECONDS; all, when no batch's worth
+        is coming."""
         while True:
             with self._outbox_changed:
                 while not self._ready_to_forward():
@@ -617,7 +620,7 @@ class Worker:
     def _batch_from_outbox(self) -> Judged:
         """All that waits; but a busy worker's events beyond whole batches of 10 wait for the next."""
         judged, self._outbox = self._outbox, []
-        if self._idle or time.monotonic() - self._outbox_since >= FLUSH_SECONDS:
+        if self._idle or time.monotonic() - self._outbox_since >= FLUSH_SECONDS or self._coming < SINK_BATCH:
             return judged
         forwards = [index for index, (_, verdict) in enumerate(judged) if isinstance(verdict, Forward)]
         later = set(forwards[len(forwards) - len(forwards) % SINK_BATCH:])
@@ -629,7 +632,9 @@ class Worker:
         if not self._outbox:
             return False
         events = sum(isinstance(verdict, Forward) for _, verdict in self._outbox)
-        return events >= SINK_BATCH or self._idle or time.monotonic() - self._outbox_since >= FLUSH_SECONDS
+        # Waiting pays only when enough is coming to fill a batch.
+        return (events >= SINK_BATCH or self._idle or events + self._coming < SINK_BATCH
+                or time.monotonic() - self._outbox_since >= FLUSH_SECONDS)
 
     def _forward_and_settle(self, judged: Judged) -> None:
         if not judged:
