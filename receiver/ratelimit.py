@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 WINDOW_SECONDS = 1.0
@@ -104,45 +104,49 @@ class HostQuota:
     """One action's limit, shared by every process of the host that opens the same file.
 
     The file holds a header (paused until, rate factor, when the factor last
-    changed, the last grant, limit) and the start times of the last `limit` calls, all on
+    changed, the last grant, the next slot, limit) and the start times of the last `limit` calls, all on
     `time.monotonic()`, which every process of a Linux host shares.
     """
 
-    _HEADER = struct.Struct("=ddddq")
+    _HEADER = struct.Struct("=ddddqq")
+    _SLOT = struct.Struct("=d")
 
     def __init__(self, path: str | os.PathLike[str], limit: int, clock: Callable[[], float] = time.monotonic):
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
         self._clock = clock
-        self._slots = struct.Struct(f"={limit}d")
-        self._size = self._HEADER.size + self._slots.size
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         self._lock = threading.Lock()  # flock does not exclude the threads of one process
 
     def close(self) -> None:
         os.close(self._fd)
 
-    def _read(self) -> tuple[list[float], list[float]]:
-        raw = os.pread(self._fd, self._size, 0)
-        header = list(self._HEADER.unpack_from(raw)) if len(raw) == self._size else []
-        if not header or header[4] != self.limit:  # a new file, or another limit: start afresh
-            return [0.0, 1.0, self._clock(), -math.inf, float(self.limit)], [-math.inf] * self.limit
-        return header, list(self._slots.unpack_from(raw, self._HEADER.size))
+    # The slots are used in turn (the next is the oldest), so a call reads and writes one, whatever the limit.
 
-    def _write(self, header: list[float], slots: list[float]) -> None:
-        os.pwrite(self._fd, self._HEADER.pack(header[0], header[1], header[2], header[3], self.limit)
-                  + self._slots.pack(*slots), 0)
+    def _slot(self, index: int) -> float:
+        return self._SLOT.unpack(os.pread(self._fd, self._SLOT.size, self._HEADER.size + index * self._SLOT.size))[0]
 
-    def _locked(self, change: Callable[[list[float], list[float], float], T]) -> T:
+    def _set_slot(self, index: int, value: float) -> None:
+        os.pwrite(self._fd, self._SLOT.pack(value), self._HEADER.size + index * self._SLOT.size)
+
+    def _read_header(self) -> list[Any]:
+        raw = os.pread(self._fd, self._HEADER.size, 0)
+        header = list(self._HEADER.unpack(raw)) if len(raw) == self._HEADER.size else []
+        if not header or header[5] != self.limit:  # a new file, or another limit: start afresh
+            header = [0.0, 1.0, self._clock(), -math.inf, 0, self.limit]
+            os.pwrite(self._fd, self._HEADER.pack(*header) + self._SLOT.pack(-math.inf) * self.limit, 0)
+        return header
+
+    def _locked(self, change: Callable[[list[Any], float], T]) -> T:
         with self._lock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                header, slots = self._read()
+                header = self._read_header()
                 now = self._clock()
                 _recover(header, now)
-                result = change(header, slots, now)
-                self._write(header, slots)
+                result = change(header, now)
+                os.pwrite(self._fd, self._HEADER.pack(*header), 0)
                 return result
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
@@ -155,18 +159,19 @@ class HostQuota:
         granted, however long the caller took to get going.
         """
 
-        def take(header: list[float], slots: list[float], now: float) -> tuple[float, int]:
+        def take(header: list[Any], now: float) -> tuple[float, int]:
             if now < header[0]:
                 return header[0] - now, -1
             usable = max(1, math.floor(self.limit * header[1]))
-            oldest = min(range(usable), key=slots.__getitem__)
+            oldest = header[4] if header[4] < usable else 0
             # Evenly spaced, never in a burst: a burst's last calls leave late, and the next second's
             # first calls early, which would crowd the server's window more than any margin allows for.
             paced_at = header[3] + WINDOW_SECONDS / usable
-            free_at = max(slots[oldest] + WINDOW_SECONDS + ARRIVAL_MARGIN_SECONDS, paced_at)
+            free_at = max(self._slot(oldest) + WINDOW_SECONDS + ARRIVAL_MARGIN_SECONDS, paced_at)
             if now < free_at:
                 return free_at - now, -1
-            slots[oldest] = now + RESERVATION_SECONDS  # a process that dies before starting frees it in time
+            self._set_slot(oldest, now + RESERVATION_SECONDS)  # a process that dies before starting frees it
+            header[4] = (oldest + 1) % usable
             # The pace is kept on schedule: a caller that came late may catch up, a little at a time.
             header[3] = max(paced_at, now - CATCH_UP_SECONDS)
             return 0.0, oldest
@@ -179,16 +184,16 @@ class HostQuota:
         Said again when its bytes go out: only ever later, so never looser.
         """
 
-        def start(header: list[float], slots: list[float], now: float) -> None:
-            if 0 <= slot < len(slots):
-                slots[slot] = now + delay
+        def start(header: list[Any], now: float) -> None:
+            if 0 <= slot < self.limit:
+                self._set_slot(slot, now + delay)
 
         self._locked(start)
 
     def throttled(self) -> None:
         """Tencent answered RequestLimitExceeded: pause the action, then go on at a lower rate."""
 
-        def slow_down(header: list[float], slots: list[float], now: float) -> float:
+        def slow_down(header: list[Any], now: float) -> float:
             if now >= header[0]:  # the calls in flight when it happened do not lower it again
                 header[1] = max(MIN_RATE_FACTOR, header[1] * THROTTLE_FACTOR)
                 header[2] = now + THROTTLE_PAUSE_SECONDS  # it recovers from the end of the pause
@@ -199,7 +204,7 @@ class HostQuota:
 
     def rate(self) -> float:
         """The calls per second the action may make now."""
-        return self._locked(lambda header, slots, now: max(1, math.floor(self.limit * header[1])))
+        return self._locked(lambda header, now: max(1, math.floor(self.limit * header[1])))
 
 
 _departure = threading.local()
@@ -222,7 +227,7 @@ def departing(delay: float = 0.0) -> None:
         leaving(delay)
 
 
-def _recover(header: list[float], now: float) -> None:
+def _recover(header: list[Any], now: float) -> None:
     if header[1] < 1.0 and now - header[2] >= 1.0:
         seconds = math.floor(now - header[2])
         header[1] = min(1.0, header[1] + RECOVERY_PER_SECOND * seconds)

@@ -76,9 +76,8 @@ class _Action:
         """Calls in flight that keep the action at its rate, whatever its latency."""
         return max(2, min(cap, math.ceil(self.quota.limit * self.latency * IN_FLIGHT_HEADROOM) + 2))
 
-    @property
-    def queue_ahead(self) -> int:
-        return max(2, math.ceil(self.quota.limit * QUEUE_AHEAD_SECONDS))
+    def queue_ahead(self, cap: int) -> int:
+        return max(2, min(cap // 4, math.ceil(self.quota.limit * QUEUE_AHEAD_SECONDS)))
 
 
 class DescribeScheduler:
@@ -100,7 +99,9 @@ class DescribeScheduler:
     @property
     def threads_needed(self) -> int:
         """Callers the scheduler can keep busy at once: those in flight and those queued."""
-        return self.max_in_flight + sum(action.queue_ahead for action in self._actions.values())
+        # Bounded whatever the limits: a quota of thousands a second needs no thousands of threads.
+        ahead = sum(action.queue_ahead(self.max_in_flight) for action in self._actions.values())
+        return self.max_in_flight + min(ahead, self.max_in_flight)
 
     def capacity(self, service: str, action: str) -> int:
         """How many callers of the action it can serve soon: those it lets be in flight, and a queue ahead.
@@ -109,7 +110,7 @@ class DescribeScheduler:
         beyond it would wait outside the scheduler, where priorities do not reach.
         """
         state = self._actions[(service, action)]
-        return state.in_flight_needed(self.max_in_flight) + state.queue_ahead
+        return state.in_flight_needed(self.max_in_flight) + state.queue_ahead(self.max_in_flight)
 
     def rate(self, service: str, action: str) -> int:
         """The action's calls per second on this host."""
