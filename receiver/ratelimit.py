@@ -104,7 +104,7 @@ class HostQuota:
     """One action's limit, shared by every process of the host that opens the same file.
 
     The file holds a header (paused until, rate factor, when the factor last
-    changed, the last grant, the next slot, limit) and the start times of the last `limit` calls, all on
+    changed, the last grant, an unused field, limit) and the start times of the last `limit` calls, all on
     `time.monotonic()`, which every process of a Linux host shares.
     """
 
@@ -122,10 +122,10 @@ class HostQuota:
     def close(self) -> None:
         os.close(self._fd)
 
-    # The slots are used in turn (the next is the oldest), so a call reads and writes one, whatever the limit.
+    # A call reads every slot (the oldest is taken) and writes one.
 
-    def _slot(self, index: int) -> float:
-        return self._SLOT.unpack(os.pread(self._fd, self._SLOT.size, self._HEADER.size + index * self._SLOT.size))[0]
+    def _slots(self, count: int) -> tuple[float, ...]:
+        return struct.unpack(f"={count}d", os.pread(self._fd, count * self._SLOT.size, self._HEADER.size))
 
     def _set_slot(self, index: int, value: float) -> None:
         os.pwrite(self._fd, self._SLOT.pack(value), self._HEADER.size + index * self._SLOT.size)
@@ -163,15 +163,15 @@ class HostQuota:
             if now < header[0]:
                 return header[0] - now, -1
             usable = max(1, math.floor(self.limit * header[1]))
-            oldest = header[4] if header[4] < usable else 0
+            slots = self._slots(usable)
+            oldest = min(range(usable), key=slots.__getitem__)
             # Evenly spaced, never in a burst: a burst's last calls leave late, and the next second's
             # first calls early, which would crowd the server's window more than any margin allows for.
             paced_at = header[3] + WINDOW_SECONDS / usable
-            free_at = max(self._slot(oldest) + WINDOW_SECONDS + ARRIVAL_MARGIN_SECONDS, paced_at)
+            free_at = max(slots[oldest] + WINDOW_SECONDS + ARRIVAL_MARGIN_SECONDS, paced_at)
             if now < free_at:
                 return free_at - now, -1
             self._set_slot(oldest, now + RESERVATION_SECONDS)  # a process that dies before starting frees it
-            header[4] = (oldest + 1) % usable
             # The pace is kept on schedule: a caller that came late may catch up, a little at a time.
             header[3] = max(paced_at, now - CATCH_UP_SECONDS)
             return 0.0, oldest
