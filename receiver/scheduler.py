@@ -37,7 +37,7 @@ LOOK_AGAIN_BASE_SECONDS = 2.0
 # the quota busy between the worker's rounds, and keeps a late first call close to the front.
 QUEUE_AHEAD_SECONDS = 0.25
 LATENCY_WEIGHT = 0.2  # of each new measurement in the moving average
-FIRST_LATENCY_GUESS = 0.5  # until measured: generous, since the quota's spacing, not this, sets the rate
+FIRST_LATENCY_GUESS = 0.05  # until measured; calls in flight longer than the average count as they are
 IN_FLIGHT_HEADROOM = 1.5
 
 
@@ -71,10 +71,18 @@ class _Action:
     queue: list[_Ticket] = field(default_factory=list)
     in_flight: int = 0
     latency: float = FIRST_LATENCY_GUESS
+    granted_at: dict[int, float] = field(default_factory=dict)  # calls in flight, by ticket
 
-    def in_flight_needed(self, cap: int) -> int:
-        """Calls in flight that keep the action at its rate, whatever its latency."""
-        return max(2, min(cap, math.ceil(self.quota.limit * self.latency * IN_FLIGHT_HEADROOM) + 2))
+    def in_flight_needed(self, cap: int, now: float) -> int:
+        """Calls in flight that keep the action at its rate, whatever its latency.
+
+        The latency is the moving average of the answers, or the age of the
+        oldest call in flight if that is more: a slow API is known slow before
+        its first answer, so the first second already runs at the full rate.
+        """
+        oldest = now - min(self.granted_at.values()) if self.granted_at else 0.0
+        latency = max(self.latency, oldest)
+        return max(2, min(cap, math.ceil(self.quota.limit * latency * IN_FLIGHT_HEADROOM) + 2))
 
     def queue_ahead(self, cap: int) -> int:
         return max(2, min(cap // 4, math.ceil(self.quota.limit * QUEUE_AHEAD_SECONDS)))
@@ -110,7 +118,9 @@ class DescribeScheduler:
         beyond it would wait outside the scheduler, where priorities do not reach.
         """
         state = self._actions[(service, action)]
-        return state.in_flight_needed(self.max_in_flight) + state.queue_ahead(self.max_in_flight)
+        with self._changed:
+            needed = state.in_flight_needed(self.max_in_flight, self._monotonic())
+        return needed + state.queue_ahead(self.max_in_flight)
 
     def rate(self, service: str, action: str) -> int:
         """The action's calls per second on this host."""
@@ -141,6 +151,7 @@ class DescribeScheduler:
         finally:
             with self._changed:
                 state.in_flight -= 1
+                state.granted_at.pop(ticket.sequence, None)
                 self._in_flight -= 1
                 elapsed = self._monotonic() - started
                 state.latency += LATENCY_WEIGHT * (elapsed - state.latency)
@@ -171,13 +182,14 @@ class DescribeScheduler:
         wait: float | None = None
         for state in self._actions.values():
             while state.queue and self._in_flight < self.max_in_flight \
-                    and state.in_flight < state.in_flight_needed(self.max_in_flight):
+                    and state.in_flight < state.in_flight_needed(self.max_in_flight, self._monotonic()):
                 free_in, slot = state.quota.try_take()
                 if free_in > 0:
                     wait = free_in if wait is None else min(wait, free_in)
                     break
                 ticket = heapq.heappop(state.queue)
                 ticket.slot = slot
+                state.granted_at[ticket.sequence] = self._monotonic()
                 state.in_flight += 1
                 self._in_flight += 1
                 ticket.granted.set()

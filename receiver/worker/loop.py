@@ -82,8 +82,8 @@ IDLE_POLL_SECONDS = 0.05
 BUSY_POLL_SECONDS = 0.025  # a busy loop looks for room to start work at least this often
 SINK_BATCH = 10  # events per sink call (SQS SendMessageBatch takes 10)
 # The longest a finished record waits for a full batch while the worker is busy: at 20 events/s (the
-# slowest action's limit) batches are full. An idle worker forwards at once.
-FLUSH_SECONDS = 0.5
+# slowest action's limit) that is two full batches. A worker with no batch's worth coming forwards at once.
+FLUSH_SECONDS = 1.0
 STOP_SECONDS = 15.0  # calls in flight at a stop get this long to finish
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 15.0
@@ -229,6 +229,7 @@ class Worker:
     # --- the loop ---------------------------------------------------------------------
 
     def run_forever(self) -> None:
+        self._start_threads()
         self._forwarder = threading.Thread(target=self._forward_until_stopped, name="forwarder", daemon=True)
         self._forwarder.start()
         log.info("worker %s started", self.owner)
@@ -242,6 +243,14 @@ class Worker:
                 self.stopping.wait(IDLE_POLL_SECONDS)
         self.stop()
         log.info("worker %s stopped", self.owner)
+
+    def _start_threads(self) -> None:
+        """Every thread of the pool, before any call: started later, hundreds at once would hold the GIL
+        just when the first calls leave, and make them reach Tencent late."""
+        barrier = threading.Barrier(self._thread_count + 1)
+        for _ in range(self._thread_count):
+            self._threads.submit(barrier.wait, 10)
+        barrier.wait(10)
 
     def run_round(self) -> None:
         """Claim → plan → start → (units judge on their threads) → hand over to forwarding → extend leases."""
