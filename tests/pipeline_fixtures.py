@@ -8,7 +8,6 @@ sink the tests read back.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -22,7 +21,7 @@ import requests
 
 from tests.conftest import AMS_SEED, MPS_KEYS, TOKENS, VOD_KEY, receiver_env
 from tests.emulator_fixtures import SECRET_ID, SECRET_KEY, EmulatorProcess
-from tests.servers import ROOT, GunicornServer, query_inbox, wait_until
+from tests.servers import ROOT, GunicornServer, query_inbox, sink_events, wait_until
 
 # The one action both sides limit to 20/s in every test of the module (issue 4).
 MPS_DESCRIBE_LIMIT = 20
@@ -185,9 +184,7 @@ class Pipeline:
 
     def events(self) -> list[dict[str, Any]]:
         """Every event line of the log sink, in order (a line cut by a crash fails the test)."""
-        if not self.sink_path.exists():
-            return []
-        return [json.loads(line) for line in self.sink_path.read_text().splitlines() if line]
+        return sink_events(self.sink_path)
 
     def events_for(self, task_id: str) -> list[dict[str, Any]]:
         return [e for e in self.events() if e["task_id"] == task_id]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -34,6 +35,15 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, inter
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def sink_events(path: Path) -> list[dict]:
+    """The events of a log sink file; its last line counts once its newline is there (a batch being
+    written may be read half-way; a line cut by a crash and followed by others still fails the parse)."""
+    if not path.exists():
+        return []
+    *complete, _being_written = path.read_text().split("\n")
+    return [json.loads(line) for line in complete if line.strip()]
 
 
 def query_inbox(path: str | Path, **where: object) -> list[sqlite3.Row]:

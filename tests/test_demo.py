@@ -12,7 +12,7 @@ import jsonschema
 
 from receiver.demo import EXPECTED_EVENTS
 from schemas.event import JSON_SCHEMA_PATH
-from tests.servers import ROOT, free_port, wait_until
+from tests.servers import ROOT, free_port, sink_events, wait_until
 
 
 def test_local_trial_shows_every_product_end_to_end(tmp_path):
@@ -25,9 +25,7 @@ def test_local_trial_shows_every_product_end_to_end(tmp_path):
                                     stderr=subprocess.STDOUT)
     try:
         def events() -> list[dict]:
-            if not events_path.exists():
-                return []
-            return [json.loads(line) for line in events_path.read_text().splitlines() if line.strip()]
+            return sink_events(events_path)
 
         def shown() -> str:
             return (tmp_path / "run.log").read_text()

@@ -12,7 +12,6 @@ callback) and at the workers (same event from two records).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -33,7 +32,7 @@ from tests.conftest import MPS_KEYS, TOKENS, receiver_env
 from tests.emulator_fixtures import SECRET_ID, SECRET_KEY, EmulatorProcess
 from tests.moto_fixtures import MotoServer, create_inbox_queue, create_table, moto_server  # noqa: F401 - the fixture
 from tests.pipeline_fixtures import NO_CALLBACK_INPUT, WorkerProcess
-from tests.servers import GunicornServer, wait_until
+from tests.servers import GunicornServer, sink_events, wait_until
 
 TASKS = 500
 # Every OLDER_CLAIM_EVERY-th task also gets a callback claiming PROCESSING: a second record whose
@@ -97,8 +96,7 @@ class ScaleOut:
         return self.emulator.mps().call_json("ProcessMedia", params)["Response"]["TaskId"], session_id
 
     def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for sink in self.sinks if sink.exists()
-                for line in sink.read_text().splitlines() if line]
+        return [event for sink in self.sinks for event in sink_events(sink)]
 
 
 @pytest.fixture
