@@ -10,7 +10,10 @@ returned. Every failure is sorted into what the worker should do about it.
 
 from __future__ import annotations
 
+import collections
 import enum
+import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -23,13 +26,16 @@ from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.mps.v20190612 import mps_client
 from tencentcloud.vod.v20180717 import vod_client
+from urllib3.util.wait import wait_for_read
 
 from receiver.config import Settings
 from receiver.ratelimit import RateLimits, departing
 from receiver.reconcile import DescribeCall
 
 REQUEST_TIMEOUT_SECONDS = 10
-NEW_CONNECTION_SECONDS = 0.1  # counted as the arrival delay of a new connection's first request
+NEW_CONNECTION_SECONDS = 0.1  # a server's set-up of a new connection, at most
+WARM_AHEAD = 16  # connections kept open ahead of need, per endpoint
+WARM_MAX_IDLE_SECONDS = 30.0  # a warm connection idle longer may have been closed by the server: not used
 # Not a Tencent Cloud code: an answer we cannot read is retried, then buried (Failure.OTHER).
 UNREADABLE_ANSWER = "ClientError.UnreadableAnswer"
 
@@ -58,18 +64,98 @@ def classify(error: TencentCloudSDKException) -> Failure:
 class _Departing:
     """A connection that tells the rate limit when a request leaves: connected, after the SDK signed it.
 
-    A new connection's first request reaches Tencent a handshake later than a
-    reused one's; stamped before the handshake, a second's first requests
-    could crowd into the previous second at the server.
+    A server takes a while to set up its side of a new connection, so the
+    first request over a connection younger than NEW_CONNECTION_SECONDS
+    counts as arriving that much later: stamped earlier, a second's first
+    requests could crowd into the previous second at the server.
     """
 
+    connected_at: float | None = None
+    requests_sent = 0
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        self.connected_at = time.monotonic()
+        self.requests_sent = 0
+
     def request(self, *args: Any, **kwargs: Any) -> None:
-        new = self.sock is None  # type: ignore[attr-defined]
-        if new:
-            self.connect()  # type: ignore[attr-defined]
-        # A server takes longer over a connection's first request (it sets the connection up on its side).
-        departing(NEW_CONNECTION_SECONDS if new else 0.0)
+        if self.sock is None:  # type: ignore[attr-defined]
+            self.connect()
+        delay = 0.0
+        if self.requests_sent == 0 and self.connected_at is not None:
+            delay = max(0.0, NEW_CONNECTION_SECONDS - (time.monotonic() - self.connected_at))
+        self.requests_sent += 1
+        departing(delay)
         super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _WarmAhead:
+    """A pool that keeps WARM_AHEAD connections opened ahead of need, once `warm()` was called.
+
+    When more calls go in flight than the pool has connections, the next ones
+    find a connection that is already up (no handshake on the call's time, no
+    new-connection allowance on the quota), and a thread opens the next few.
+    Only the worker warms its pools: the sweeper's few calls would only keep
+    idle connections open.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        self._warm: collections.deque[Any] = collections.deque()
+        self._warm_lock = threading.Lock()
+        self._warming = False
+        self._ahead = False
+
+    def _new_conn(self) -> Any:
+        if not self._ahead:
+            return super()._new_conn()  # type: ignore[misc]
+        conn = None
+        with self._warm_lock:
+            while self._warm and conn is None:
+                candidate = self._warm.popleft()
+                fresh = time.monotonic() - candidate.connected_at < WARM_MAX_IDLE_SECONDS
+                if fresh and not wait_for_read(candidate.sock, timeout=0.0):
+                    conn = candidate
+                else:
+                    candidate.close()  # idle too long, or closed (or spoken to) by the server
+            fill = not self._warming
+            self._warming = True
+        if fill:
+            self._start_filling()
+        return conn or super()._new_conn()  # type: ignore[misc]
+
+    def warm(self) -> None:
+        """Open WARM_AHEAD connections now, in the background, before the first call needs one."""
+        with self._warm_lock:
+            self._ahead = True
+            fill = not self._warming
+            self._warming = True
+        if fill:
+            self._start_filling()
+
+    def _start_filling(self) -> None:
+        threading.Thread(target=self._fill, name="warm-connections", daemon=True).start()
+
+    def _fill(self) -> None:
+        try:
+            while len(self._warm) < WARM_AHEAD and self.pool is not None:  # type: ignore[attr-defined]
+                conn = super()._new_conn()  # type: ignore[misc]
+                try:
+                    conn.connect()
+                except Exception:  # noqa: BLE001 - warming is best-effort; a call meets and reports the trouble
+                    conn.close()
+                    return
+                with self._warm_lock:
+                    self._warm.append(conn)
+        finally:
+            with self._warm_lock:
+                self._warming = False
+
+    def close(self) -> None:
+        super().close()  # type: ignore[misc]
+        with self._warm_lock:
+            while self._warm:
+                self._warm.popleft().close()
 
 
 class _DepartingHTTPConnection(_Departing, urllib3.connection.HTTPConnection):
@@ -80,11 +166,11 @@ class _DepartingHTTPSConnection(_Departing, urllib3.connection.HTTPSConnection):
     pass
 
 
-class _DepartingHTTPPool(urllib3.HTTPConnectionPool):
+class _DepartingHTTPPool(_WarmAhead, urllib3.HTTPConnectionPool):
     ConnectionCls = _DepartingHTTPConnection
 
 
-class _DepartingHTTPSPool(urllib3.HTTPSConnectionPool):
+class _DepartingHTTPSPool(_WarmAhead, urllib3.HTTPSConnectionPool):
     ConnectionCls = _DepartingHTTPSConnection
 
 
@@ -106,6 +192,21 @@ def _adapt_session(client: Any, connections: int) -> None:
         adapter = _DepartingAdapter(pool_connections=1, pool_maxsize=max(10, connections))
         session.mount("http://", adapter)
         session.mount("https://", adapter)
+
+
+def _warm_session(client: Any) -> None:
+    connection = getattr(getattr(client, "request", None), "conn", None)
+    session = getattr(connection, "_session", None)
+    if isinstance(session, requests.Session):
+        url = f"{client.profile.httpProfile.scheme}://{client._get_endpoint()}/"
+        # The pool the SDK's requests will use: it is keyed by their TLS settings too.
+        verify = getattr(connection, "certification", None)
+        verify = session.verify if verify is None else verify
+        pool = session.get_adapter(url).get_connection_with_tls_context(
+            requests.Request("POST", url).prepare(), verify
+        )
+        if isinstance(pool, _WarmAhead):
+            pool.warm()
 
 
 class TencentCloud:
@@ -130,6 +231,11 @@ class TencentCloud:
                 cred, settings.tencentcloud_region, ClientProfile(httpProfile=http_profile)
             )
             _adapt_session(client, connections)
+
+    def warm_connections(self) -> None:
+        """Open connections to every product's endpoint ahead of the first calls (in the background)."""
+        for client in self._clients.values():
+            _warm_session(client)
 
     def call(self, call: DescribeCall, deadline: float | None = None) -> dict[str, Any]:
         """The ``Response`` object of one call; raises TencentCloudSDKException.

@@ -31,6 +31,7 @@ def build_worker(settings: Settings, inbox: Inbox) -> Worker:
     tencentcloud = None
     if settings.has_tencentcloud_credentials:
         tencentcloud = TencentCloud(settings, connections=settings.tencentcloud_max_in_flight)
+        tencentcloud.warm_connections()
     else:
         log.warning("no Tencent Cloud credentials: callbacks stay in the inbox until they are set")
     return Worker(settings, inbox, open_sink(settings), tencentcloud)
