@@ -14,7 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.callbacks import MPS_EVENT_FIELDS, VOD_FILE_EVENT_FIELDS, VOD_TASK_EVENT_FIELDS
+from schemas.callbacks import (
+    MPS_EVENT_FIELDS,
+    VOD_FILE_EVENT_FIELDS,
+    VOD_TASK_EVENT_FIELDS,
+    is_live_stream_notification,
+    live_stream_result_field,
+)
 
 # VOD events about files that DescribeMediaInfos confirms (SPEC 6).
 VOD_FILE_EVENTS = ("NewFileUpload", "FileDeleted")
@@ -73,7 +79,20 @@ def copy_key(source: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def is_live_stream_record(record: CallbackRecord) -> bool:
+    """A live-stream notification's record: an MPS record whose event type is no task event type."""
+    return record.source == "mps" and record.event_type not in MPS_EVENT_FIELDS and record.origin == ORIGIN_CALLBACK
+
+
+def live_stream_result(record: CallbackRecord) -> Any:
+    """The notification's own result object (AiReviewResultInfo, ProcessEofInfo, ...), which no Describe returns."""
+    return json.loads(record.body).get(live_stream_result_field(record.event_type))
+
+
 def _mps_parts(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
+    if is_live_stream_notification(payload):
+        # No status of its own: a notification says something happened to a task that goes on.
+        return payload["NotificationType"], _nonempty(payload.get("TaskId")), {}
     event_type = payload["EventType"]
     event = payload.get(MPS_EVENT_FIELDS[event_type]) or {}
     task_id = _nonempty(event.get("TaskId")) or _nonempty(payload.get("TaskId"))

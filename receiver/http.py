@@ -18,7 +18,7 @@ from receiver import metrics
 from receiver.auth import AMS_SIGNATURE_HEADER, AuthenticationError
 from receiver.config import PRODUCTS, Settings
 from receiver.inbox import Inbox, InboxUnavailable
-from receiver.intake import Intake, InvalidPayload
+from receiver.intake import Intake, InvalidPayload, UnsupportedFormat
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,9 @@ def receive_callback(source: str) -> Response:
     except InvalidPayload as error:
         outcome = "invalid"
         return _error(400, "InvalidPayload", error.message, fields=_answer_fields(error.fields))
+    except UnsupportedFormat as error:
+        outcome = "unsupported"
+        return _error(400, "UnsupportedFormat", str(error))
     except InboxUnavailable as error:
         outcome = "unavailable"
         log.error("inbox unavailable: %s", error)

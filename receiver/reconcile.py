@@ -10,13 +10,21 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Container
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from receiver.callbacks import ORIGIN_SWEEPER, RESOLVE_BY_SESSION_ID, RESOLVE_NOTHING, CallbackRecord
-from schemas.callbacks import VOD_TASK_EVENT_FIELDS
+from receiver.callbacks import (
+    ORIGIN_SWEEPER,
+    RESOLVE_BY_SESSION_ID,
+    RESOLVE_NOTHING,
+    CallbackRecord,
+    is_live_stream_record,
+    live_stream_result,
+)
+from schemas.callbacks import MPS_EVENT_FIELDS, VOD_TASK_EVENT_FIELDS
 from schemas.event import SCHEMA_VERSION
 
 REDACTED = "***"
@@ -90,11 +98,14 @@ def is_mps_image_task(task_id: str) -> bool:
     return not _MPS_MEDIA_TASK_ID.match(task_id)
 
 
-def describe_call(record: CallbackRecord, vod_subapp_id: int | None = None) -> DescribeCall | None:
+def describe_call(
+    record: CallbackRecord, vod_subapp_id: int | None = None, image_tasks: Container[str] = ()
+) -> DescribeCall | None:
     """The Describe*TaskDetail call that says where the callback's task really stands.
 
     None for a callback with no task to describe (VOD file events) or whose
     task must first be found through its SessionId (MPS BatchTask without id).
+    `image_tasks` are the ids DescribeImageTaskDetail answered for before.
     """
     if record.resolve_by in (RESOLVE_NOTHING, RESOLVE_BY_SESSION_ID) or record.task_id is None:
         return None
@@ -102,7 +113,9 @@ def describe_call(record: CallbackRecord, vod_subapp_id: int | None = None) -> D
     if record.source == "mps":
         if record.event_type == "BatchTask":
             return DescribeCall("mps", "DescribeBatchTaskDetail", params)
-        if record.event_type == "WorkflowTask" and is_mps_image_task(record.task_id):
+        if record.event_type == "WorkflowTask" and (
+            is_mps_image_task(record.task_id) or record.task_id in image_tasks
+        ):
             return DescribeCall("mps", "DescribeImageTaskDetail", params)
         return DescribeCall("mps", "DescribeTaskDetail", params)
     if record.source == "vod":
@@ -110,6 +123,18 @@ def describe_call(record: CallbackRecord, vod_subapp_id: int | None = None) -> D
             params["SubAppId"] = vod_subapp_id
         return DescribeCall("vod", "DescribeTaskDetail", params)
     return DescribeCall("ams", "DescribeTaskDetail", params)
+
+
+def image_task_call(call: DescribeCall, event_types: Container[str]) -> DescribeCall | None:
+    """Where a WorkflowTask callback's task is asked for next when DescribeTaskDetail does not know it.
+
+    An image task's id can read like a media task's (`<appid>-WorkflowTask-...`
+    in Tencent's own DescribeImageTaskDetail examples): SPEC 6 asks
+    DescribeImageTaskDetail before the callback is `unknown_task`.
+    """
+    if call.service == "mps" and call.action == "DescribeTaskDetail" and "WorkflowTask" in event_types:
+        return DescribeCall("mps", "DescribeImageTaskDetail", {"TaskId": call.params["TaskId"]})
+    return None
 
 
 # --- reading an answer ---------------------------------------------------------------
@@ -213,6 +238,7 @@ _VOD_EVENT_TASK_ALIASES = {
     "createsnapshotbytimeoffset": {"snapshotbytimeoffset"},
     "createimagesprite": {"imagesprite"},
 }
+LIVE_STREAM_TASK_TYPE = "LiveStreamProcessTask"
 _MPS_EVENT_TASK_TYPES = {
     "WorkflowTask": {"WorkflowTask"},
     "EditMediaTask": {"EditMediaTask"},
@@ -240,7 +266,9 @@ def event_type_fits(source: str, event_type: str, task_type: str | None) -> bool
     if task_type is None or source == "ams":
         return True
     if source == "mps":
-        return task_type in _MPS_EVENT_TASK_TYPES.get(event_type, {event_type})
+        if event_type not in MPS_EVENT_FIELDS:  # a live-stream notification's NotificationType
+            return task_type == LIVE_STREAM_TASK_TYPE
+        return task_type in _MPS_EVENT_TASK_TYPES[event_type]
     task = _stem(task_type, ("Task",))
     # A task type we know the event of takes that event only (not a look-alike such as "ProcedureComplete");
     # a task type newer than our table takes the event named after it.
@@ -453,6 +481,11 @@ def judge(
         return LookAgain(f"callback says {record.claimed_status}, Describe still says {state.status}")
     task_id = record.task_id or call.params["TaskId"]  # a BatchTask found through its SessionId
     event = build_event(record, source, record.event_type, task_id, call, answer, state, reconciled_at)
+    if is_live_stream_record(record):
+        # A live stream sends many notifications of one type while its task stays PROCESSING: each is
+        # its own event, and a copy of one (same body but its signature) is the same event.
+        event["event_id"] = event_id(source, record.event_type, task_id, record.dedup_key)
+        event["notification"] = redact(live_stream_result(record))
     return Forward(event, confirmed=record.claimed_status in (None, state.status))
 
 

@@ -11,7 +11,9 @@ MPS ``ParseNotificationResponse`` (2019-06-12), VOD ``EventContent``
 
 from __future__ import annotations
 
-from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from typing import Any
+
+from marshmallow import INCLUDE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 SESSION_ID_MAX = 50
 SESSION_CONTEXT_MAX = 1000
@@ -121,6 +123,42 @@ class MpsNotificationSchema(OpenSchema):
             )
 
 
+# --- MPS live-stream notifications (ParseLiveStreamProcessNotification) -----------
+
+# NotificationType -> the field holding its result; a type newer than this table
+# has its result in "<NotificationType>Info" (the pattern of every one of them).
+MPS_LIVE_STREAM_RESULT_FIELDS: dict[str, str] = {
+    "AiReviewResult": "AiReviewResultInfo",
+    "AiRecognitionResult": "AiRecognitionResultInfo",
+    "AiAnalysisResult": "AiAnalysisResultInfo",
+    "AiQualityControlResult": "AiQualityControlResultInfo",
+    "ProcessEof": "ProcessEofInfo",
+}
+
+
+def live_stream_result_field(notification_type: str) -> str:
+    return MPS_LIVE_STREAM_RESULT_FIELDS.get(notification_type, f"{notification_type}Info")
+
+
+class MpsLiveStreamNotificationSchema(OpenSchema):
+    """What MPS posts to the NotifyUrl of a ProcessLiveStream task: NotificationType, not EventType."""
+
+    NotificationType = fields.String(required=True, validate=[
+        validate.Regexp(r"^[A-Z][A-Za-z0-9]{0,63}$", error="must be a NotificationType name"),
+        # The event types of task notifications name other callbacks: one body cannot be both.
+        validate.NoneOf(MPS_EVENT_FIELDS, error="is an EventType, not a NotificationType"),
+    ])
+    TaskId = fields.String(required=True, validate=validate.Length(min=1, max=256))
+    locals().update({field: fields.Dict(allow_none=True) for field in MPS_LIVE_STREAM_RESULT_FIELDS.values()})
+    Timestamp = fields.Integer(allow_none=True)
+    Sign = _optional_string()
+    locals().update(_session_fields())
+
+
+def is_live_stream_notification(payload: dict[str, Any]) -> bool:
+    return "EventType" not in payload and "NotificationType" in payload
+
+
 # --- VOD EventContent --------------------------------------------------------
 
 
@@ -190,6 +228,12 @@ VOD_FILE_EVENT_FIELDS: dict[str, str] = {
     "ProcessImageAsyncComplete": "ProcessImageAsyncCompleteEvent",
 }
 
+# Event objects some VOD documentation pages name without their "Event" suffix.
+VOD_EVENT_FIELD_ALIASES: dict[str, str] = {
+    "EditMediaComplete": "EditMediaCompleteEvent",
+    "WechatPublishComplete": "WechatPublishCompleteEvent",
+}
+
 _VOD_FILE_EVENT_SCHEMAS = {
     "FileUploadEvent": VodFileUploadSchema,
     "FileDeleteEvent": VodFileDeleteSchema,
@@ -216,6 +260,15 @@ class VodEventSchema(OpenSchema):
     locals().update(_vod_event_fields())
     locals().update(_session_fields())
 
+    @pre_load
+    def _aliased_event_object(self, data: Any, **kwargs) -> Any:
+        """An event object under its alias is read as the object itself (the alias stays in the body too)."""
+        if not isinstance(data, dict):
+            return data
+        moved = {canonical: data[alias] for alias, canonical in VOD_EVENT_FIELD_ALIASES.items()
+                 if isinstance(data.get(alias), dict) and data.get(canonical) is None}
+        return {**data, **moved} if moved else data
+
     @validates_schema
     def _event_object_present(self, data: dict, **kwargs) -> None:
         event_type = data.get("EventType", "")
@@ -225,6 +278,18 @@ class VodEventSchema(OpenSchema):
         )
         if event_field and data.get(event_field) is None:
             raise ValidationError(f"required when EventType is {event_type}", event_field)
+
+
+def is_vod_legacy_format(payload: dict[str, Any]) -> bool:
+    """A VOD v2.0 (legacy format) callback: lower-case ``version``, ``eventType`` and ``data``."""
+    return "EventType" not in payload and "eventType" in payload and ("version" in payload or "data" in payload)
+
+
+VOD_LEGACY_FORMAT_FIX = (
+    "this is a VOD v2.0 (legacy format) callback, which the receiver does not read: switch the VOD "
+    "application's event notifications to v3.0 (VOD console, Callback Settings, or the ModifyEventConfig "
+    "API), and the same events come in the v3.0 format"
+)
 
 
 # --- AMS moderation callback ---------------------------------------------------
@@ -259,3 +324,10 @@ CALLBACK_SCHEMAS: dict[str, type[Schema]] = {
     "vod": VodEventSchema,
     "ams": AmsCallbackSchema,
 }
+
+
+def callback_schema(source: str, payload: dict[str, Any]) -> type[Schema]:
+    """The schema of one body: its product's, or for MPS the live-stream notification's."""
+    if source == "mps" and is_live_stream_notification(payload):
+        return MpsLiveStreamNotificationSchema
+    return CALLBACK_SCHEMAS[source]

@@ -73,6 +73,15 @@ class NormalizedEventSchema(Schema):
             "redacted; for an unreconciled VOD event, the callback body without its signature."
         },
     )
+    # Only in the events of MPS live-stream notifications: absent, not null, elsewhere.
+    notification = fields.Dict(
+        required=False,
+        allow_none=True,
+        metadata={
+            "description": "Only for MPS live-stream notifications: the notification's own result object "
+            "(AiReviewResultInfo, ProcessEofInfo, ...), which no Describe call returns, secrets redacted."
+        },
+    )
 
 
 _JSON_TYPES = {fields.String: "string", fields.Integer: "integer", fields.Boolean: "boolean", fields.Dict: "object"}
@@ -92,7 +101,7 @@ def json_schema() -> dict[str, Any]:
         "title": "Normalized media task event, version 1",
         "type": "object",
         "additionalProperties": False,
-        "required": list(properties),
+        "required": [name for name, field in NormalizedEventSchema().fields.items() if field.required],
         "properties": properties,
     }
 

@@ -62,6 +62,7 @@ from receiver.reconcile import (
     LookAgain,
     Reject,
     describe_call,
+    image_task_call,
     judge,
     judge_file_event,
     media_infos_call,
@@ -195,6 +196,7 @@ class Worker:
         self._threads = ThreadPoolExecutor(self._thread_count, thread_name_prefix="reconcile")
         self._final_answers: dict[str, dict[str, Any]] = _Bounded()
         self._asking: dict[str, Future[dict[str, Any]]] = {}  # calls in flight, by call
+        self._image_tasks: dict[str, bool] = _Bounded()  # WorkflowTask ids DescribeImageTaskDetail answered for
         self._memory_lock = threading.Lock()
         self._batch_sessions = BatchSessionIndex(settings.sweep_lookback_seconds, clock)
         self._sessions_lock = threading.Lock()
@@ -364,7 +366,7 @@ class Worker:
         """The new unit of one record, or None when it joins a unit (its task's, or the files')."""
         record = item.record
         if record.resolve_by == RESOLVE_BY_TASK_ID and record.task_id:
-            call = describe_call(record, self.settings.vod_subapp_id)
+            call = describe_call(record, self.settings.vod_subapp_id, self._image_tasks)
             assert call is not None
             key = _call_key(call)
             unit = self._waiting_tasks.get(key)
@@ -489,7 +491,7 @@ class Worker:
 
     def _describe_task(self, call: DescribeCall, items: list[ClaimedRecord], priority: int) -> Judged:
         """One Describe call for every pending callback of one task."""
-        answer = self._task_answer(call, priority)
+        call, answer = self._task_or_image_answer(call, items, priority)
         now = self.clock()
         patience = self.settings.consistency_patience_seconds
         judged: Judged = []
@@ -503,6 +505,21 @@ class Worker:
                 continue
             judged.append((item, self._looked(item, verdict, now, patience)))
         return judged
+
+    def _task_or_image_answer(
+        self, call: DescribeCall, items: list[ClaimedRecord], priority: int
+    ) -> tuple[DescribeCall, dict[str, Any]]:
+        """The task's answer, from DescribeImageTaskDetail when DescribeTaskDetail does not know a WorkflowTask."""
+        try:
+            return call, self._task_answer(call, priority)
+        except TencentCloudSDKException as error:
+            image_call = image_task_call(call, {item.record.event_type for item in items})
+            if image_call is None or classify(error) is not Failure.NOT_FOUND:
+                raise
+        answer = self._task_answer(image_call, priority)  # not found here either: the records look again
+        with self._memory_lock:  # its next callbacks go straight to the action that knows it
+            self._image_tasks[image_call.params["TaskId"]] = True
+        return image_call, answer
 
     def _task_answer(self, call: DescribeCall, priority: int) -> dict[str, Any]:
         """The task's answer: remembered when final, shared with the same call in flight when that says final.
