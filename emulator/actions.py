@@ -28,6 +28,11 @@ Handler = Callable[["Emulator", dict[str, Any]], dict[str, Any]]
 ACTIONS: dict[tuple[str, str, str], Handler] = {}
 
 
+def served_actions() -> set[tuple[str, str]]:
+    """(service, action) of every action the emulator answers, whatever the version."""
+    return {(service, name) for service, _version, name in ACTIONS}
+
+
 def action(product: tuple[str, str], name: str) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         ACTIONS[(*product, name)] = handler
