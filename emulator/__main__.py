@@ -14,7 +14,7 @@ from emulator.actions import served_actions
 from emulator.answers import load_directory
 from emulator.app import Emulator
 from emulator.config import DEFAULT_RATE_LIMITS, Config, default_credentials, default_vod_sign_key, first_key
-from emulator.faults import Faults
+from emulator.faults import CHOICES, Faults
 from emulator.server import EmulatorServer
 
 DESCRIPTION = """\
@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--batch-callback-without-task-id", action="store_true",
                         help="BatchTask callbacks carry no TaskId (the SDK's BatchSubTaskResult has none): "
                              "the receiver must find the task through its SessionId")
+    faults.add_argument("--image-task-ids", choices=CHOICES["image_task_ids"], default="token",
+                        help="id form of ProcessImage tasks: token (64 characters, as ProcessImage answers in "
+                             "Tencent's example) or workflow (<appid>-WorkflowTask-<hex>, as "
+                             "DescribeImageTaskDetail's examples query; DescribeTaskDetail still does not know "
+                             "them) (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
     return parser
 
@@ -116,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                     callback_drop=args.callback_drop, callback_duplicate=args.callback_duplicate,
                     callback_reorder=args.callback_reorder, callback_delay=args.callback_delay,
                     never_callback=args.never_callback,
-                    batch_callback_without_task_id=args.batch_callback_without_task_id)
+                    batch_callback_without_task_id=args.batch_callback_without_task_id,
+                    image_task_ids=args.image_task_ids)
     answers = load_directory(args.answers, served_actions()) if args.answers else []
     emulator = Emulator(config, faults, answers)
     server = EmulatorServer((args.host, args.port), emulator)
