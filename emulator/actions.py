@@ -167,9 +167,19 @@ def mps_process_image(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
     return {"TaskId": task.task_id}
 
 
+@action(MPS, "ProcessLiveStream")
+def mps_process_live_stream(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
+    """A live-stream task: its notifications (emulator/livestream.py) go to its LiveStreamTaskNotifyConfig."""
+    _string(params, "Url", required=True)
+    if params.get("TaskNotifyConfig") is None:
+        raise ApiError("MissingParameter", "The request is missing a required parameter `TaskNotifyConfig`.")
+    return _start_mps_task(emu, "LiveStreamProcessTask", params)
+
+
 @action(MPS, "DescribeTaskDetail")
 def mps_describe_task_detail(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
-    return render.mps_task_detail(_find(emu, "mps", params, ("WorkflowTask",), "ResourceNotFound"))
+    task = _find(emu, "mps", params, ("WorkflowTask", "LiveStreamProcessTask"), "ResourceNotFound")
+    return render.mps_task_detail(task)
 
 
 @action(MPS, "DescribeBatchTaskDetail")
