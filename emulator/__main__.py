@@ -7,11 +7,14 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
+from emulator.actions import served_actions
+from emulator.answers import load_directory
 from emulator.app import Emulator
 from emulator.config import DEFAULT_RATE_LIMITS, Config, default_credentials, default_vod_sign_key, first_key
-from emulator.faults import Faults
+from emulator.faults import CHOICES, Faults
 from emulator.server import EmulatorServer
 
 DESCRIPTION = """\
@@ -23,7 +26,8 @@ HttpProfile(protocol="http", endpoint="127.0.0.1:PORT").
 
 Task markers: a create request with the string "emulator:fail" in any field (e.g. SessionContext,
 an AMS DataId) finishes with an error; "emulator:no-callback" never calls back.
-Admin routes: GET /_emulator/stats, GET|POST /_emulator/faults, POST /_emulator/reset, GET /_emulator/health.
+Admin routes: GET /_emulator/stats, GET /_emulator/calls, GET|POST /_emulator/faults, POST /_emulator/answers,
+POST /_emulator/reset, GET /_emulator/health.
 """
 
 
@@ -66,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="first retry delay, doubled each retry (default %(default)s)")
     tasks.add_argument("--callback-timeout", type=float, default=5.0, metavar="SECONDS",
                        help="time-out of one callback POST (default %(default)s)")
+    tasks.add_argument("--answers", type=Path, metavar="DIR",
+                       help="serve the Describe answers of a realworld-format directory as is, each for the task id "
+                            "its Response holds (top-level TaskId, else its task object's: WorkflowTask.TaskId, "
+                            "EditMediaTask.TaskId, ProcedureTask.TaskId...); files without a task id (e.g. "
+                            "DescribeImageTaskDetail), DescribeTasks and ProcessImage answers are skipped "
+                            "(install those at POST /_emulator/answers)")
     limits = parser.add_argument_group("rate limits")
     limits.add_argument("--rate-limit", type=_rate_limit, action="append", default=[], metavar="SERVICE.Action=N",
                         help="override one action's requests/second, repeatable (e.g. ams.DescribeTaskDetail=5)")
@@ -84,12 +94,20 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_argument("--batch-callback-without-task-id", action="store_true",
                         help="BatchTask callbacks carry no TaskId (the SDK's BatchSubTaskResult has none): "
                              "the receiver must find the task through its SessionId")
+    faults.add_argument("--image-task-ids", choices=CHOICES["image_task_ids"], default="token",
+                        help="id form of ProcessImage tasks: token (64 characters, as ProcessImage answers in "
+                             "Tencent's example) or workflow (<appid>-WorkflowTask-<hex>, as "
+                             "DescribeImageTaskDetail's examples query; DescribeTaskDetail still does not know "
+                             "them) (default %(default)s)")
     parser.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.answers is not None and not args.answers.is_dir():
+        parser.error(f"--answers: {args.answers} is not a directory")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = Config(
         credentials={args.secret_id: args.secret_key}, processing_after=args.processing_after,
@@ -103,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                     callback_drop=args.callback_drop, callback_duplicate=args.callback_duplicate,
                     callback_reorder=args.callback_reorder, callback_delay=args.callback_delay,
                     never_callback=args.never_callback,
-                    batch_callback_without_task_id=args.batch_callback_without_task_id)
-    emulator = Emulator(config, faults)
+                    batch_callback_without_task_id=args.batch_callback_without_task_id,
+                    image_task_ids=args.image_task_ids)
+    answers = load_directory(args.answers, served_actions()) if args.answers else []
+    emulator = Emulator(config, faults, answers)
     server = EmulatorServer((args.host, args.port), emulator)
     emulator.start()
 
@@ -113,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for answer in answers:
+        logging.getLogger("emulator").info("installed answer %s", answer.describe())
     logging.getLogger("emulator").info("listening on http://%s:%d (SecretId %s)", args.host, server.server_port,
                                        args.secret_id)
     try:

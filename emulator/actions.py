@@ -28,6 +28,11 @@ Handler = Callable[["Emulator", dict[str, Any]], dict[str, Any]]
 ACTIONS: dict[tuple[str, str, str], Handler] = {}
 
 
+def served_actions() -> set[tuple[str, str]]:
+    """(service, action) of every action the emulator answers, whatever the version."""
+    return {(service, name) for service, _version, name in ACTIONS}
+
+
 def action(product: tuple[str, str], name: str) -> Callable[[Handler], Handler]:
     def register(handler: Handler) -> Handler:
         ACTIONS[(*product, name)] = handler
@@ -95,10 +100,11 @@ def _session(emu: Emulator, service: str, params: dict[str, Any], sub_app_id: in
     return session_id, context
 
 
-def _new_task(emu: Emulator, service: str, kind: str, params: dict[str, Any], **fields: Any) -> Task:
-    """A task with the failure / silence markers of its request applied."""
+def _new_task(emu: Emulator, service: str, kind: str, params: dict[str, Any], task_id: str = "",
+              **fields: Any) -> Task:
+    """A task with the failure / silence markers of its request applied; `task_id` defaults to the kind's form."""
     text = json.dumps(params, ensure_ascii=False)
-    task = Task(service=service, kind=kind, task_id=new_task_id(kind), params=params, created_at=time.time(),
+    task = Task(service=service, kind=kind, task_id=task_id or new_task_id(kind), params=params, created_at=time.time(),
                 fail=FAIL_MARKER in text, silent=SILENT_MARKER in text or emu.faults.current().never_callback,
                 **fields)
     return emu.store.add(task)
@@ -154,13 +160,26 @@ def mps_process_image(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
     if emu.config.image_notify_url:
         notify = {"NotifyType": "URL", "NotifyMode": "Finish", "NotifyUrl": emu.config.image_notify_url,
                   "NotifyKey": emu.config.image_notify_key}
-    task = _new_task(emu, "mps", "ImageTask", params, notify=notify)
+    # Real image tasks come with either id form; in the WorkflowTask form only the kind (ImageTask) keeps
+    # DescribeTaskDetail from finding them, as the real API does not.
+    form = "WorkflowTask" if emu.faults.current().image_task_ids == "workflow" else "ImageTask"
+    task = _new_task(emu, "mps", "ImageTask", params, task_id=new_task_id(form), notify=notify)
     return {"TaskId": task.task_id}
+
+
+@action(MPS, "ProcessLiveStream")
+def mps_process_live_stream(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
+    """A live-stream task: its notifications (emulator/livestream.py) go to its LiveStreamTaskNotifyConfig."""
+    _string(params, "Url", required=True)
+    if params.get("TaskNotifyConfig") is None:
+        raise ApiError("MissingParameter", "The request is missing a required parameter `TaskNotifyConfig`.")
+    return _start_mps_task(emu, "LiveStreamProcessTask", params)
 
 
 @action(MPS, "DescribeTaskDetail")
 def mps_describe_task_detail(emu: Emulator, params: dict[str, Any]) -> dict[str, Any]:
-    return render.mps_task_detail(_find(emu, "mps", params, ("WorkflowTask",), "ResourceNotFound"))
+    task = _find(emu, "mps", params, ("WorkflowTask", "LiveStreamProcessTask"), "ResourceNotFound")
+    return render.mps_task_detail(task)
 
 
 @action(MPS, "DescribeBatchTaskDetail")

@@ -11,6 +11,7 @@ from typing import Any
 
 from emulator import tc3
 from emulator.actions import ACTIONS
+from emulator.answers import Answer, AnswerStore, served_as_is
 from emulator.callbacks import CallbackSender
 from emulator.config import Config
 from emulator.errors import ApiError, failure, success
@@ -25,8 +26,9 @@ log = logging.getLogger("emulator")
 class Emulator:
     """Shared state of one emulator process; `server.py` is only its HTTP front."""
 
-    def __init__(self, config: Config, faults: Faults | None = None) -> None:
+    def __init__(self, config: Config, faults: Faults | None = None, answers: list[Answer] | None = None) -> None:
         self.config = config
+        self.answers = AnswerStore(answers or ())
         self.faults = FaultState(faults)
         self.limiter = RateLimiter(config.rate_limits)
         self.store = TaskStore(config.processing_after, config.finish_after)
@@ -103,6 +105,9 @@ class Emulator:
             self._inject_faults()
             if not admitted:
                 raise ApiError("RequestLimitExceeded", "The number of requests exceeds the frequency limit.")
+            installed = self.answers.get(service, action, params.get("TaskId"))
+            if installed is not None:
+                return served_as_is(installed.response)
             return success(handler(self, params))
         except ApiError as error:
             if key is None and action:
@@ -152,7 +157,9 @@ class Emulator:
         return {"calls": self.limiter.calls(service, action)}
 
     def reset(self) -> None:
-        """Forget tasks, sessions, media files, counters, deliveries and runtime faults; keep the start-up flags."""
+        """Forget tasks, sessions, media files, counters, deliveries, runtime faults and installed answers;
+        keep the start-up flags (``--answers`` included)."""
+        self.answers.reset()
         self.store.reset()
         self.media.reset()
         self.limiter.reset()

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
-from emulator import render
+from emulator import livestream, render
 from emulator.faults import FaultState
 from emulator.tasks import FINISH, Task
 from receiver.auth import sign_ams_callback, sign_mps_notification, sign_vod_event
@@ -115,6 +115,8 @@ class CallbackSender:
             url = notify.get("NotifyUrl") or ""
             if notify.get("NotifyType", "URL") != "URL" or not url:
                 return None
+            if task.kind == "LiveStreamProcessTask":
+                return self._live_stream_delivery(task, status, url, notify.get("NotifyKey") or "")
             if (notify.get("NotifyMode") or "Finish") == "Finish" and status != FINISH:
                 return None
             body, key = render.mps_callback(task), notify.get("NotifyKey") or ""
@@ -134,6 +136,16 @@ class CallbackSender:
             return None
         body, seed = render.ams_callback(task), task.extra.get("Seed") or ""
         return Delivery("ams", task.task_id, status, url, lambda: sign_ams_callback(body, seed))
+
+    @staticmethod
+    def _live_stream_delivery(task: Task, status: str, url: str, key: str) -> Delivery | None:
+        """A live-stream task has no NotifyMode: it notifies results as they come; the log's `status` is the
+        NotificationType, which tells the notifications of one task apart."""
+        kind = livestream.notification_type(task, status)
+        if kind is None:
+            return None
+        body = livestream.notification(task, kind)
+        return Delivery("mps", task.task_id, kind, url, lambda: _json(sign_mps_notification(body, key)))
 
     # -- sending --------------------------------------------------------------
 

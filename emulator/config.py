@@ -20,6 +20,7 @@ DEFAULT_RATE_LIMITS: dict[tuple[str, str], int] = {
     ("mps", "ProcessMedia"): CREATE_LIMIT,
     ("mps", "BatchProcessMedia"): CREATE_LIMIT,
     ("mps", "ProcessImage"): 20,
+    ("mps", "ProcessLiveStream"): CREATE_LIMIT,
     ("vod", "DescribeTaskDetail"): 100,
     ("vod", "DescribeTasks"): 100,
     ("vod", "ProcessMedia"): CREATE_LIMIT,

@@ -24,6 +24,13 @@ class Faults:
     callback_delay: float = 0.0  # seconds to wait before sending each callback
     never_callback: bool = False  # tasks created while set never call back
     batch_callback_without_task_id: bool = False  # BatchTask callbacks leave out the TaskId
+    # Id form of the ProcessImage tasks started meanwhile: "token" (64 characters, as ProcessImage's example
+    # answers) or "workflow" (<appid>-WorkflowTask-<hex>, as DescribeImageTaskDetail's examples query).
+    image_task_ids: str = "token"
+
+
+# The values a string setting may take.
+CHOICES: dict[str, tuple[str, ...]] = {"image_task_ids": ("token", "workflow")}
 
 
 class FaultState:
@@ -52,6 +59,8 @@ class FaultState:
                     raise ValueError(f"fault {name!r} must be a boolean")
                 if kind is float and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
                     raise ValueError(f"fault {name!r} must be a non-negative number")
+                if kind is str and value not in CHOICES[name]:
+                    raise ValueError(f"fault {name!r} must be one of {list(CHOICES[name])}")
                 updated[name] = kind(value)
             self._faults = Faults(**updated)
             return Faults(**updated)

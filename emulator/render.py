@@ -78,11 +78,17 @@ def mps_common(task: Task) -> dict[str, Any]:
     }
 
 
+def mps_live_stream_task(task: Task) -> dict[str, Any]:
+    return {"TaskId": task.task_id, "Status": task.status, "ErrCode": task.err_code, "Message": task.message,
+            "Url": task.params.get("Url", "")}
+
+
 def mps_task_detail(task: Task) -> dict[str, Any]:
+    live = task.kind == "LiveStreamProcessTask"
     return {
-        **mps_common(task), "EditMediaTask": None, "WorkflowTask": mps_workflow_task(task),
-        "LiveStreamProcessTask": None, "ExtractBlindWatermarkTask": None, "ScheduleTask": None,
-        "LiveScheduleTask": None,
+        **mps_common(task), "EditMediaTask": None, "WorkflowTask": None if live else mps_workflow_task(task),
+        "LiveStreamProcessTask": mps_live_stream_task(task) if live else None, "ExtractBlindWatermarkTask": None,
+        "ScheduleTask": None, "LiveScheduleTask": None,
     }
 
 

@@ -9,6 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from emulator.actions import served_actions
+from emulator.answers import parse_answer
 from emulator.app import Emulator
 
 log = logging.getLogger("emulator.http")
@@ -64,6 +66,8 @@ class Handler(BaseHTTPRequestHandler):
         emulator = self.server.emulator
         if url.path == "/_emulator/faults":
             self._update_faults(body)
+        elif url.path == "/_emulator/answers":
+            self._install_answer(body)
         elif url.path == "/_emulator/reset":
             emulator.reset()
             self._answer(200, {"status": "reset"})
@@ -101,3 +105,13 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(400, {"error": str(exc)})
             return
         self._answer(200, asdict(faults))
+
+    def _install_answer(self, body: bytes) -> None:
+        emulator = self.server.emulator
+        try:
+            answer = parse_answer(json.loads(body or b"null"), served_actions())
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+            self._answer(400, {"error": str(exc)})
+            return
+        emulator.answers.install(answer)
+        self._answer(200, {"installed": answer.describe()})

@@ -27,7 +27,8 @@ FAILED_MESSAGE = "emulator: injected task failure"
 
 @dataclass
 class Task:
-    """One task of any product; `kind` is WorkflowTask, BatchTask, ImageTask, Procedure or AudioModeration."""
+    """One task of any product; `kind` is WorkflowTask, BatchTask, ImageTask, LiveStreamProcessTask, Procedure or
+    AudioModeration."""
 
     service: str
     kind: str
@@ -69,6 +70,8 @@ def new_task_id(kind: str) -> str:
         return f"2500000000-WorkflowTask-{_hex32()}"
     if kind == "BatchTask":
         return f"2500000000-BatchTask-{_hex32()}"
+    if kind == "LiveStreamProcessTask":
+        return f"2500000000-LiveStreamProcessTask-{_hex32()}"
     if kind == "ImageTask":
         return _alnum(64)
     if kind == "Procedure":
