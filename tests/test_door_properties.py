@@ -24,6 +24,7 @@ import copy
 import itertools
 import json
 import math
+import re
 import sqlite3
 import time
 import uuid
@@ -36,7 +37,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from receiver import auth
-from tests import payloads
+from tests import payloads, realworld
 from tests.conftest import AMS_SEED, MPS_KEYS, TOKENS, VOD_KEY
 from tests.hostile_helpers import RawAnswer, ams_headers, post_bytes, spec_answer_problems
 from tests.pipeline_fixtures import Pipeline
@@ -229,8 +230,23 @@ def _ams(n: str) -> tuple[str, dict[str, Any]]:
     return "ams", body
 
 
+def _realworld(name: str) -> Callable[[str], tuple[str, dict[str, Any]]]:
+    """A real callback Tencent Cloud publishes (live-stream notifications, VOD aliases, ...), its id made unique."""
+    def build(n: str) -> tuple[str, dict[str, Any]]:
+        payload = realworld.load(name)
+        text = json.dumps(payload.body)
+        for task_id in set(re.findall(r'"(?:TaskId|FileId)": "([^"]+)"', text)):
+            text = text.replace(task_id, f"{task_id}-prop-{n}")
+        return payload.product, json.loads(text)
+    return build
+
+
+def _vod_legacy(n: str) -> tuple[str, dict[str, Any]]:
+    return "vod", {"version": "4.0", "eventType": "NewFileUpload", "data": {"fileId": f"legacy-{n}", "status": 0}}
+
+
 BASES = [_mps, _mps_batch, *(_vod(i) for i in range(len(payloads.VOD_SEED_EVENTS))), _vod_upload, _vod_deleted,
-         _ams]
+         _ams, *(_realworld(payload.name) for payload in realworld.all_payloads("callback")), _vod_legacy]
 
 
 def _paths(value: Any, prefix: tuple = ()) -> list[tuple]:

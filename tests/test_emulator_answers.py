@@ -10,8 +10,8 @@ import requests
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from tests.emulator_fixtures import running_emulator
+from tests.realworld import REALWORLD  # the repository's copy of ../shared/realworld: a clean clone has it
 
-REALWORLD = Path("/work/shared/realworld")
 DESCRIBE_FILES = sorted(p for p in REALWORLD.glob("*.json") if json.loads(p.read_text())["kind"] == "describe")
 
 
