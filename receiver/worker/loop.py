@@ -65,6 +65,7 @@ from receiver.reconcile import (
     judge,
     judge_file_event,
     media_infos_call,
+    task_state,
     unreconciled_event,
 )
 from receiver.scheduler import Deferred, DescribeScheduler, look_again_at
@@ -512,7 +513,6 @@ class Worker:
         callbacks: it is not borrowed.
         """
         key = _call_key(call)
-        final = FINAL_STATUSES[call.service]
         with self._memory_lock:
             answer = self._final_answers.get(key)
             asking = self._asking.get(key) if answer is None else None
@@ -524,7 +524,7 @@ class Worker:
         assert asking is not None
         if not mine:
             shared = asking.result()  # the call in flight: its failure is this unit's too
-            return shared if shared.get("Status") in final else self._describe(call, priority)
+            return shared if _says_final(call, shared) else self._describe(call, priority)
         try:
             answer = self._describe(call, priority)
         except BaseException as error:
@@ -533,7 +533,7 @@ class Worker:
         finally:
             with self._memory_lock:
                 del self._asking[key]
-                if answer is not None and answer.get("Status") in final:
+                if answer is not None and _says_final(call, answer):
                     self._final_answers[key] = answer
         asking.set_result(answer)
         return answer
@@ -753,6 +753,20 @@ def _file_units(files: list[tuple[ClaimedRecord, list[str]]]) -> Iterator[_Unit]
         in_unit |= set(ids)
     if unit.items:
         yield unit
+
+
+def _says_final(call: DescribeCall, answer: dict[str, Any]) -> bool:
+    """Whether an answer may be remembered and shared as final: it fits its schema and says a final status.
+
+    Never raises: it runs where an answer is handed to the units waiting for
+    it. An answer that does not fit is not remembered, so its record's retry
+    asks Tencent Cloud afresh (and meets UnreadableAnswer again in `judge` if
+    the answer still does not fit).
+    """
+    try:
+        return task_state(call, answer).status in FINAL_STATUSES[call.service]
+    except Exception:  # noqa: BLE001 - an unreadable answer is judged (and fails) in its record's own judge()
+        return False
 
 
 def _describe_error(error: BaseException | None) -> str:
