@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Container
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -25,6 +25,7 @@ from receiver.callbacks import (
     live_stream_result,
 )
 from schemas.callbacks import MPS_EVENT_FIELDS, VOD_TASK_EVENT_FIELDS
+from schemas.describe import TaskState, task_state_of
 from schemas.event import SCHEMA_VERSION
 
 REDACTED = "***"
@@ -46,17 +47,6 @@ FAILED_STATUSES = {"ERROR", "CANCELLED"}
 # bare 64-character token (seed 004). A WorkflowTask callback whose id has no
 # task type in it is therefore an image-processing task.
 _MPS_MEDIA_TASK_ID = re.compile(r"^\d+-[A-Za-z]+-[0-9a-zA-Z]+")
-
-# MPS TaskType -> the field of DescribeTaskDetail holding that task.
-_MPS_TASK_FIELDS = {
-    "WorkflowTask": "WorkflowTask",
-    "EditMediaTask": "EditMediaTask",
-    "ScheduleTask": "ScheduleTask",
-    "ExtractBlindWatermark": "ExtractBlindWatermarkTask",
-    "ExtractBlindWatermarkTask": "ExtractBlindWatermarkTask",
-    "LiveStreamProcessTask": "LiveStreamProcessTask",
-    "LiveScheduleTask": "LiveScheduleTask",
-}
 
 
 @dataclass(frozen=True)
@@ -140,94 +130,13 @@ def image_task_call(call: DescribeCall, event_types: Container[str]) -> Describe
 # --- reading an answer ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TaskState:
-    """What the product needs from a Describe answer, whatever the product."""
-
-    task_type: str | None
-    status: str | None
-    error_code: str | None
-    error_message: str | None
-    session_id: str | None
-    session_context: str | None
-    notify_config: dict[str, Any] | None
-    created_at: str | None
-    started_at: str | None
-    finished_at: str | None
-    knows_session: bool = True  # False where the answer has no SessionId to compare with
-
-
-def _error_code(value: Any) -> str | None:
-    if value in (None, "", 0, "0"):
-        return None
-    return str(value)
-
-
-def _vod_task_object(answer: dict[str, Any]) -> dict[str, Any]:
-    task_type = answer.get("TaskType") or ""
-    candidate = answer.get(f"{task_type}Task")
-    if isinstance(candidate, dict):
-        return candidate
-    for key, value in answer.items():
-        if key.endswith("Task") and isinstance(value, dict) and value.get("TaskId"):
-            return value
-    return {}
-
-
 def task_state(call: DescribeCall, answer: dict[str, Any]) -> TaskState:
-    """Read one Describe answer into a TaskState (a time not set yet reads as None, not "")."""
-    state = _read_task_state(call, answer)
-    return replace(
-        state,
-        created_at=state.created_at or None,
-        started_at=state.started_at or None,
-        finished_at=state.finished_at or None,
-    )
+    """Read one Describe answer into a TaskState with its schema (schemas/describe.py).
 
-
-def _read_task_state(call: DescribeCall, answer: dict[str, Any]) -> TaskState:
-    if call.service == "ams":
-        status = answer.get("Status")
-        finished = status in FINAL_STATUSES["ams"]
-        return TaskState(
-            task_type=answer.get("Type"), status=status,
-            error_code=_error_code(answer.get("ErrorType")) if status in FAILED_STATUSES else None,
-            error_message=(answer.get("ErrorDescription") or None) if status in FAILED_STATUSES else None,
-            session_id=None, session_context=None, notify_config=None,
-            created_at=answer.get("CreatedAt"), started_at=None,
-            finished_at=answer.get("UpdatedAt") if finished else None,
-            knows_session=False,
-        )
-    if call.service == "vod":
-        task = _vod_task_object(answer)
-        return TaskState(
-            task_type=answer.get("TaskType"), status=answer.get("Status"),
-            error_code=_error_code(task.get("ErrCode")) or _error_code(task.get("ErrCodeExt")),
-            error_message=task.get("Message") or None,
-            session_id=task.get("SessionId"), session_context=task.get("SessionContext"),
-            notify_config=None,
-            created_at=answer.get("CreateTime"), started_at=answer.get("BeginProcessTime"),
-            finished_at=answer.get("FinishTime"),
-            knows_session="SessionId" in task,
-        )
-    if call.action == "DescribeImageTaskDetail":
-        return TaskState(
-            task_type=answer.get("TaskType"), status=answer.get("Status"),
-            error_code=_error_code(answer.get("ErrCode")) or (answer.get("ErrMsg") or None),
-            error_message=answer.get("Message") or None,
-            session_id=None, session_context=None, notify_config=None,
-            created_at=answer.get("CreateTime"), started_at=None, finished_at=answer.get("FinishTime"),
-            knows_session=False,
-        )
-    task = answer.get(_MPS_TASK_FIELDS.get(answer.get("TaskType") or "", ""), None) or {}
-    return TaskState(
-        task_type=answer.get("TaskType"), status=answer.get("Status"),
-        error_code=_error_code(task.get("ErrCode")), error_message=task.get("Message") or None,
-        session_id=answer.get("SessionId"), session_context=answer.get("SessionContext"),
-        notify_config=answer.get("TaskNotifyConfig"),
-        created_at=answer.get("CreateTime"), started_at=answer.get("BeginProcessTime"),
-        finished_at=answer.get("FinishTime"),
-    )
+    Raises UnreadableAnswer for an answer that does not fit: the worker
+    retries its record, then buries it with that error (SPEC 6).
+    """
+    return task_state_of(call.service, call.action, answer)
 
 
 # --- event type against task type ------------------------------------------------------
@@ -319,8 +228,6 @@ def check(
     if (swept and config is None and record.source == "mps" and call is not None
             and call.action != "DescribeImageTaskDetail"):
         return Reject(NOTIFY_CONFIG_MISMATCH, "task has no TaskNotifyConfig")
-    if config is not None and not isinstance(config, dict):
-        return Reject(NOTIFY_CONFIG_MISMATCH, "the task's TaskNotifyConfig is not an object")
     if isinstance(config, dict):
         expected = f"{receiver_url}/callbacks/{record.source}"
         if config.get("NotifyType") != "URL" or not notify_url_matches(config.get("NotifyUrl") or "", expected):

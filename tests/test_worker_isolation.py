@@ -109,7 +109,9 @@ def test_records_that_break_are_retried_and_buried_alone_while_their_batch_mates
         conn.close()
         assert set(errors) == set(BAD_ANSWERS)
         assert "not standard JSON" in errors[task("nan")] and UNREADABLE_ANSWER in errors[task("unreadable")]
-        assert "AttributeError" in errors[task("string")]
+        # A task object that is not an object: its schema says so (schemas/describe.py), not an AttributeError.
+        assert "UnreadableAnswer" in errors[task("string")] and "WorkflowTask: Not a valid mapping" in errors[
+            task("string")]
     finally:
         inbox.close()
 
@@ -125,4 +127,32 @@ def test_a_file_event_naming_more_files_than_one_call_takes_is_refused_without_a
         assert worker.run_once() == 1
         assert edge.calls == [] and inbox.rejections_by_reason() == {"unconfirmed": 1}
     finally:
+        inbox.close()
+
+
+def test_an_unreadable_answer_is_not_remembered_as_final_so_each_attempt_asks_afresh(tmp_path):
+    """A Status of the wrong type is UnreadableAnswer on its record, and the retry asks Tencent Cloud again."""
+    inbox = SqliteInbox(tmp_path / "inbox.db")
+    unhashable, garbage = task("status-list"), task("final-garbage")
+    ANSWERS[unhashable] = answer(unhashable, Status=["FINISH"])
+    ANSWERS[garbage] = answer(garbage, WorkflowTask="garbage")  # says FINISH, but does not fit
+    try:
+        for task_id in (unhashable, garbage, task("good")):
+            accept(inbox, task_id)
+        edge = TencentCloudEdge()
+        clock = [T0 + 1]
+        settings = load_settings({"RECEIVER_PUBLIC_URL": RECEIVER, "MAX_ATTEMPTS": "2"})
+        worker = Worker(settings, inbox, LogSink(str(tmp_path / "events.jsonl")), edge, clock=lambda: clock[0])
+        assert worker.run_once() == 3
+        clock[0] += 60
+        assert worker.run_once() == 2
+        assert inbox.counts_by_state() == {"done": 1, "dead": 2}
+        assert edge.calls.count(unhashable) == 2 and edge.calls.count(garbage) == 2
+        conn = sqlite3.connect(tmp_path / "inbox.db")
+        errors = dict(conn.execute("SELECT task_id, last_error FROM inbox WHERE state = 'dead'").fetchall())
+        conn.close()
+        assert "UnreadableAnswer" in errors[unhashable] and "Status: Not a valid string" in errors[unhashable]
+        assert "UnreadableAnswer" in errors[garbage] and "WorkflowTask: Not a valid mapping" in errors[garbage]
+    finally:
+        del ANSWERS[unhashable], ANSWERS[garbage]
         inbox.close()

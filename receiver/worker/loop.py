@@ -66,11 +66,13 @@ from receiver.reconcile import (
     judge,
     judge_file_event,
     media_infos_call,
+    task_state,
     unreconciled_event,
 )
 from receiver.scheduler import Deferred, DescribeScheduler, look_again_at
 from receiver.sinks import Sink, encode_event
 from receiver.tencentcloud import Failure, classify
+from schemas.describe import UnreadableAnswer
 from schemas.event import NormalizedEventSchema
 
 log = logging.getLogger(__name__)
@@ -499,6 +501,10 @@ class Worker:
             try:
                 verdict = judge(item.record, call, answer, self.settings.receiver_public_url, now,
                                 patience_left=now - item.waiting_since < patience)
+            except UnreadableAnswer as error:  # Tencent's answer, not our bug: no traceback
+                log.warning("callback %s: %s", item.record.id, error)
+                judged.append((item, self._failed(item, Failure.OTHER, error)))
+                continue
             except Exception as error:  # noqa: BLE001 - an answer this record cannot be judged by
                 log.exception("judging callback %s failed", item.record.id)
                 judged.append((item, self._failed(item, Failure.OTHER, error)))
@@ -529,7 +535,6 @@ class Worker:
         callbacks: it is not borrowed.
         """
         key = _call_key(call)
-        final = FINAL_STATUSES[call.service]
         with self._memory_lock:
             answer = self._final_answers.get(key)
             asking = self._asking.get(key) if answer is None else None
@@ -541,7 +546,7 @@ class Worker:
         assert asking is not None
         if not mine:
             shared = asking.result()  # the call in flight: its failure is this unit's too
-            return shared if shared.get("Status") in final else self._describe(call, priority)
+            return shared if _says_final(call, shared) else self._describe(call, priority)
         try:
             answer = self._describe(call, priority)
         except BaseException as error:
@@ -550,7 +555,7 @@ class Worker:
         finally:
             with self._memory_lock:
                 del self._asking[key]
-                if answer is not None and answer.get("Status") in final:
+                if answer is not None and _says_final(call, answer):
                     self._final_answers[key] = answer
         asking.set_result(answer)
         return answer
@@ -770,6 +775,20 @@ def _file_units(files: list[tuple[ClaimedRecord, list[str]]]) -> Iterator[_Unit]
         in_unit |= set(ids)
     if unit.items:
         yield unit
+
+
+def _says_final(call: DescribeCall, answer: dict[str, Any]) -> bool:
+    """Whether an answer may be remembered and shared as final: it fits its schema and says a final status.
+
+    Never raises: it runs where an answer is handed to the units waiting for
+    it. An answer that does not fit is not remembered, so its record's retry
+    asks Tencent Cloud afresh (and meets UnreadableAnswer again in `judge` if
+    the answer still does not fit).
+    """
+    try:
+        return task_state(call, answer).status in FINAL_STATUSES[call.service]
+    except Exception:  # noqa: BLE001 - an unreadable answer is judged (and fails) in its record's own judge()
+        return False
 
 
 def _describe_error(error: BaseException | None) -> str:
