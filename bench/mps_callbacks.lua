@@ -1,6 +1,6 @@
--- wrk script of bench/intake.py: POST distinct, validly signed MPS callbacks.
+-- wrk script of the intake benchmark (bench/intake.py): POST distinct, validly signed MPS callbacks.
 --
--- Environment, set by bench/intake.py:
+-- Environment, set by bench/intake_load.py (run_phase):
 --   BENCH_BODY_TEMPLATE  path of a signed JSON body holding @@TASK_ID@@ once
 --   BENCH_RUN_NONCE      unique per wrk run, so that no run repeats a task id
 --
@@ -9,7 +9,7 @@
 -- A repeated task id would be answered "duplicate", which is cheaper and would
 -- flatter the receiver: the response hook counts any answer that is not
 -- 200 "accepted", and done() prints the totals on "bench-lua:" lines that
--- bench/intake.py parses.
+-- bench/wrk.py parses.
 
 local PLACEHOLDER = "@@TASK_ID@@"
 

@@ -90,12 +90,12 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.mps.v20190612 import mps_client
 from tencentcloud.vod.v20180717 import vod_client
 
-from bench.intake import BenchError, bench_main, filesystem_of, percentile
+from bench.common import BenchError, bench_main, filesystem_of, percentile
+from bench.processes import free_port
 from emulator import render
 from emulator.tasks import FINISH, PROCESSING, SILENT_MARKER, Task
 from receiver.auth import sign_ams_callback, sign_mps_notification, sign_vod_event
 from receiver.reconcile import event_id
-from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
