@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.servers import GunicornServer  # noqa: E402
+from tests.servers import GunicornServer
 
 MPS_KEYS = ("mps-key-old", "mps-key-new")
 VOD_KEY = "vod-sign-key"
