@@ -15,7 +15,7 @@ from receiver import auth
 from tests import payloads
 from tests.client import post_ams, post_mps, post_raw, post_vod
 from tests.conftest import AMS_SEED, MPS_KEYS, TOKENS, VOD_KEY
-from tests.servers import query_inbox
+from tests.servers import inbox_rows
 
 
 def unique_workflow(**kwargs) -> dict:
@@ -28,10 +28,6 @@ def assert_error(response: requests.Response, status: int, code: str) -> dict:
     error = response.json()["error"]
     assert error["code"] == code and error["message"]
     return error
-
-
-def inbox_rows(server, **where) -> list[sqlite3.Row]:
-    return query_inbox(server.env["INBOX_URL"][len("sqlite:///"):], **where)
 
 
 # --- 200 accepted / duplicate ----------------------------------------------------

@@ -16,8 +16,7 @@ from receiver.inbox.sqlite import SqliteInbox
 from schemas.callbacks import MpsNotificationSchema
 from tests import payloads
 from tests.client import post_mps
-from tests.servers import ROOT, wait_until
-from tests.test_http_intake import inbox_rows
+from tests.servers import ROOT, inbox_rows, wait_until
 
 T0 = 1_800_000_000.0
 
