@@ -6,6 +6,9 @@ import pytest
 
 from tests.servers import GunicornServer
 
+# Fixtures shared by several modules and kept in helper modules: pytest finds them by name.
+pytest_plugins = ["tests.moto_fixtures"]
+
 MPS_KEYS = ("mps-key-old", "mps-key-new")
 VOD_KEY = "vod-sign-key"
 AMS_SEED = "ams-seed"
