@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.servers import GunicornServer
 
-from tests.servers import GunicornServer  # noqa: E402
+# Fixtures shared by several modules and kept in helper modules: pytest finds them by name.
+pytest_plugins = ["tests.moto_fixtures"]
 
 MPS_KEYS = ("mps-key-old", "mps-key-new")
 VOD_KEY = "vod-sign-key"

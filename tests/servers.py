@@ -57,6 +57,11 @@ def query_inbox(path: str | Path, **where: object) -> list[sqlite3.Row]:
         conn.close()
 
 
+def inbox_rows(server: GunicornServer, **where: object) -> list[sqlite3.Row]:
+    """Rows of a receiver's SQLite inbox (its INBOX_URL) matching column = value conditions."""
+    return query_inbox(server.env["INBOX_URL"][len("sqlite:///"):], **where)
+
+
 def proc_stat_fields() -> dict[int, list[str]]:
     """For every process, the fields of /proc/PID/stat after its name.
 

@@ -13,7 +13,7 @@ import requests
 from tests import payloads
 from tests.client import post_mps
 from tests.conftest import WORKER_CLASSES
-from tests.test_http_intake import inbox_rows
+from tests.servers import inbox_rows
 
 
 @WORKER_CLASSES

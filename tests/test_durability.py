@@ -10,8 +10,7 @@ import requests
 from tests import payloads
 from tests.client import post_mps
 from tests.conftest import WORKER_CLASSES
-from tests.servers import GunicornServer, wait_until
-from tests.test_http_intake import inbox_rows
+from tests.servers import GunicornServer, inbox_rows, wait_until
 
 
 @WORKER_CLASSES

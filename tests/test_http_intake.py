@@ -15,7 +15,7 @@ from receiver import auth
 from tests import payloads
 from tests.client import post_ams, post_mps, post_raw, post_vod
 from tests.conftest import AMS_SEED, MPS_KEYS, TOKENS, VOD_KEY
-from tests.servers import query_inbox
+from tests.servers import inbox_rows
 
 
 def unique_workflow(**kwargs) -> dict:
@@ -28,10 +28,6 @@ def assert_error(response: requests.Response, status: int, code: str) -> dict:
     error = response.json()["error"]
     assert error["code"] == code and error["message"]
     return error
-
-
-def inbox_rows(server, **where) -> list[sqlite3.Row]:
-    return query_inbox(server.env["INBOX_URL"][len("sqlite:///"):], **where)
 
 
 # --- 200 accepted / duplicate ----------------------------------------------------
@@ -303,13 +299,27 @@ def test_unsigned_products_refused_unless_allowed(start_receiver):
 
 def test_no_secret_in_logs_or_answers(start_receiver):
     server = start_receiver()
-    post_mps(server.url, unique_workflow())
-    post_mps(server.url, unique_workflow(), key="mps-key-guess")
-    post_mps(server.url, unique_workflow(), token="token-guess")
-    post_vod(server.url, payloads.vod_new_file_upload())
-    post_ams(server.url, payloads.ams_from_seed())
+    answers = {
+        "accepted mps": post_mps(server.url, unique_workflow()),
+        "mps signed with a guessed key": post_mps(server.url, unique_workflow(), key="mps-key-guess"),
+        "mps with a guessed token": post_mps(server.url, unique_workflow(), token="token-guess"),
+        "accepted vod": post_vod(server.url, payloads.vod_new_file_upload()),
+        "accepted ams": post_ams(server.url, payloads.ams_from_seed()),
+        "readyz": requests.get(server.url + "/readyz", timeout=10),
+        "metrics": requests.get(server.url + "/metrics", timeout=10),
+    }
+    assert {what: a.status_code for what, a in answers.items()} == {
+        "accepted mps": 200, "mps signed with a guessed key": 401, "mps with a guessed token": 401,
+        "accepted vod": 200, "accepted ams": 200, "readyz": 200, "metrics": 200,
+    }
     server.stop()
     log = server.log()
     assert "POST /callbacks/mps" in log  # the access log is there, without its query string
-    for secret in (*MPS_KEYS, VOD_KEY, AMS_SEED, *TOKENS, "token-guess"):
+    secrets = (*MPS_KEYS, VOD_KEY, AMS_SEED, *TOKENS, "token-guess")
+    for secret in secrets:
         assert secret not in log
+    # Nor in what the receiver answered: each body, each header's name and value.
+    for what, answer in answers.items():
+        seen = [answer.text, *(f"{name}: {value}" for name, value in answer.headers.items())]
+        leaked = [secret for secret in secrets if any(secret in part for part in seen)]
+        assert leaked == [], (what, seen)

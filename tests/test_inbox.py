@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import requests
@@ -16,8 +13,8 @@ from receiver.inbox.sqlite import SqliteInbox
 from schemas.callbacks import MpsNotificationSchema
 from tests import payloads
 from tests.client import post_mps
-from tests.servers import ROOT, wait_until
-from tests.test_http_intake import inbox_rows
+from tests.pipeline_fixtures import WorkerProcess
+from tests.servers import inbox_rows, wait_until
 
 T0 = 1_800_000_000.0
 
@@ -74,22 +71,23 @@ def test_retry_reject_and_bury(tmp_path):
     assert due.record.id == ids[0] and due.attempts == 2
 
 
-def test_worker_without_credentials_keeps_callbacks_and_reports_degraded(start_receiver):
+def test_worker_without_credentials_keeps_callbacks_and_reports_degraded(start_receiver, tmp_path):
     server = start_receiver()
     for i in range(3):
         assert post_mps(server.url, payloads.mps_workflow(task_id=f"wait-{i}")).status_code == 200
     env = {k: v for k, v in server.env.items() if not k.startswith("TENCENTCLOUD_SECRET")}
-    worker = subprocess.Popen([sys.executable, "-m", "receiver.worker"], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
     try:
         ready = wait_until(
             lambda: (r := requests.get(server.url + "/readyz", timeout=5)).json()["status"] == "degraded" and r,
             30, "readiness to turn degraded")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        output, _ = worker.communicate(timeout=30)
+        try:
+            returncode = worker.terminate()
+        finally:
+            worker.stop()  # killed if SIGTERM did not stop it
     assert ready.status_code == 200 and ready.json()["checks"]["tencentcloud"] == "failing"
-    assert worker.returncode == 0, output
+    assert returncode == 0, worker.log()
     # Nothing was dropped: every callback waits, none is left leased by the stopped worker.
     assert {r["state"] for r in inbox_rows(server)} == {"pending"}
 

@@ -3,14 +3,13 @@ at the emulator with the official SDK, and normalized events come out of the log
 
 from __future__ import annotations
 
-import copy
 import json
+import re
 import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import jsonschema
 import pytest
@@ -19,6 +18,7 @@ import requests
 from schemas.event import JSON_SCHEMA_PATH
 from tests import payloads
 from tests.client import post_mps, post_vod
+from tests.conftest import MPS_KEYS, TOKENS
 from tests.pipeline_fixtures import MPS_DESCRIBE_LIMIT, NO_CALLBACK_INPUT, Pipeline, WorkerProcess
 from tests.servers import wait_until
 
@@ -46,19 +46,14 @@ def uid(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
 
-def redacted(answer: dict[str, Any]) -> dict[str, Any]:
-    """What SPEC 7 says `detail` is: the answer without RequestId, NotifyKey and URL tokens as ***."""
-    detail = copy.deepcopy(answer)
-    detail.pop("RequestId", None)
-    config = detail.get("TaskNotifyConfig")
-    if isinstance(config, dict):
-        if config.get("NotifyKey"):
-            config["NotifyKey"] = "***"
-        parts = urlsplit(config.get("NotifyUrl") or "")
-        if parts.query:
-            query = [(k, "***" if k == "token" else v) for k, v in parse_qsl(parts.query)]
-            config["NotifyUrl"] = urlunsplit(parts._replace(query=urlencode(query, safe="*")))
-    return detail
+def mps_notify_secrets(pipeline: Pipeline) -> dict[str, tuple[str, str]]:
+    """The secrets of the TaskNotifyConfig `pipeline.mps_notify()` gives a task: each field's value in the
+    emulator's answer, and what SPEC 7 says the event's `detail` shows instead."""
+    return {
+        "NotifyKey": (MPS_KEYS[0], "***"),
+        "NotifyUrl": (f"{pipeline.receiver.url}/callbacks/mps?token={TOKENS[0]}",
+                      f"{pipeline.receiver.url}/callbacks/mps?token=***"),
+    }
 
 
 def assert_valid(event: dict[str, Any]) -> None:
@@ -67,15 +62,23 @@ def assert_valid(event: dict[str, Any]) -> None:
 
 
 def assert_matches_answer(event: dict[str, Any], answer: dict[str, Any], source: str, event_type: str,
-                          task_id: str, reconciled_with: str) -> None:
+                          task_id: str, reconciled_with: str,
+                          notify_secrets: dict[str, tuple[str, str]] | None = None) -> None:
+    """`detail` is the answer without its RequestId, with each field of `notify_secrets` in the answer's
+    TaskNotifyConfig (field: (its value in the answer, its value in the event)) replaced; all else equal."""
     assert_valid(event)
     assert (event["source"], event["event_type"], event["task_id"]) == (source, event_type, task_id)
     assert event["reconciled_with"] == reconciled_with
     assert event["status"] == answer["Status"]
-    assert event["detail"] == redacted(answer)
+    assert answer["RequestId"] and "RequestId" not in event["detail"]
+    expected = {k: v for k, v in answer.items() if k != "RequestId"}
+    if notify_secrets is not None:
+        config = answer["TaskNotifyConfig"]
+        assert {k: config[k] for k in notify_secrets} == {k: was for k, (was, _) in notify_secrets.items()}
+        expected["TaskNotifyConfig"] = {**config, **{k: shown for k, (_, shown) in notify_secrets.items()}}
+    assert event["detail"] == expected
     assert event["received_at"] and event["reconciled_at"]
     assert event["received_at"] <= event["reconciled_at"]
-    assert "RequestId" not in event["detail"]
 
 
 # --- 1. each product and event type ---------------------------------------------------------
@@ -86,7 +89,8 @@ def test_mps_workflow_task(pipeline):
     task_id = pipeline.create_mps_workflow(SessionId=session_id, SessionContext=context)
     event = pipeline.wait_event(task_id)
     answer = pipeline.describe("mps", "DescribeTaskDetail", task_id)
-    assert_matches_answer(event, answer, "mps", "WorkflowTask", task_id, "mps:DescribeTaskDetail")
+    assert_matches_answer(event, answer, "mps", "WorkflowTask", task_id, "mps:DescribeTaskDetail",
+                          mps_notify_secrets(pipeline))
     assert event["status"] == "FINISH" and event["succeeded"] is True
     assert event["error_code"] is None and event["error_message"] is None
     assert (event["session_id"], event["session_context"]) == (session_id, context)
@@ -103,7 +107,8 @@ def test_mps_batch_task_with_task_id(pipeline):
     task_id = pipeline.create_mps_batch(SessionId=session_id, SessionContext="batch-context")
     event = pipeline.wait_event(task_id)
     answer = pipeline.describe("mps", "DescribeBatchTaskDetail", task_id)
-    assert_matches_answer(event, answer, "mps", "BatchTask", task_id, "mps:DescribeBatchTaskDetail")
+    assert_matches_answer(event, answer, "mps", "BatchTask", task_id, "mps:DescribeBatchTaskDetail",
+                          mps_notify_secrets(pipeline))
     assert event["succeeded"] is True and event["task_type"] == "BatchTask"
     assert (event["session_id"], event["session_context"]) == (session_id, "batch-context")
     assert pipeline.stats("mps.DescribeTasks")["calls"] == 0  # the id was there: no search
@@ -121,7 +126,8 @@ def test_mps_batch_task_without_task_id_is_found_through_its_session_id(pipeline
     [row] = pipeline.wait_settled(session_id=session_id)
     assert row["task_id"] is None  # the callback itself carried no id
     answer = pipeline.describe("mps", "DescribeBatchTaskDetail", task_id)
-    assert_matches_answer(event, answer, "mps", "BatchTask", task_id, "mps:DescribeBatchTaskDetail")
+    assert_matches_answer(event, answer, "mps", "BatchTask", task_id, "mps:DescribeBatchTaskDetail",
+                          mps_notify_secrets(pipeline))
     assert (event["session_id"], event["session_context"]) == (session_id, "ctx-noid")
     assert pipeline.stats("mps.DescribeTasks")["calls"] >= 1
     assert not any(pipeline.events_for(d) for d in decoys)
@@ -220,7 +226,7 @@ def test_a_failed_task_is_forwarded_as_failed(pipeline, product):
     event = pipeline.wait_event(task_id)
     answer = pipeline.describe(*answer_of, task_id)
     assert_matches_answer(event, answer, product, "WorkflowTask" if product == "mps" else "AudioModeration",
-                          task_id, ":".join(answer_of))
+                          task_id, ":".join(answer_of), mps_notify_secrets(pipeline) if product == "mps" else None)
     assert event["succeeded"] is False
     if product == "mps":
         assert event["status"] == "FINISH"
@@ -249,7 +255,8 @@ def test_tampered_callback_with_valid_sign_forwards_the_emulators_data(pipeline)
     assert post_mps(pipeline.receiver.url, forged).json()["status"] == "accepted"
     event = pipeline.wait_event(task_id)
     answer = pipeline.describe("mps", "DescribeTaskDetail", task_id)
-    assert_matches_answer(event, answer, "mps", "WorkflowTask", task_id, "mps:DescribeTaskDetail")
+    assert_matches_answer(event, answer, "mps", "WorkflowTask", task_id, "mps:DescribeTaskDetail",
+                          mps_notify_secrets(pipeline))
     assert event["succeeded"] is True and event["error_code"] is None and event["error_message"] is None
     assert event["detail"]["WorkflowTask"]["Message"] == "" and event["detail"]["WorkflowTask"]["ErrCode"] == 0
     assert "evil.example" not in json.dumps(event)
@@ -420,12 +427,17 @@ def test_worker_in_web_turns_a_callback_into_an_event(pipeline, tmp_path):
         task_id = web.create_mps_workflow(SessionId=uid("inweb"), SessionContext="ctx")
         event = web.wait_event(task_id)
         answer = web.describe("mps", "DescribeTaskDetail", task_id)
-        assert_matches_answer(event, answer, "mps", "WorkflowTask", task_id, "mps:DescribeTaskDetail")
+        assert_matches_answer(event, answer, "mps", "WorkflowTask", task_id, "mps:DescribeTaskDetail",
+                              mps_notify_secrets(web))
         assert event["succeeded"] is True
         [_row] = web.wait_settled(task_id=task_id)
         # one worker thread per host, however many gunicorn processes: one event
         assert len(web.events_for(task_id)) == 1
-        assert pipeline.events_for(task_id) == []  # no separate worker process was involved
+        # no separate worker process was involved: web's one worker is a thread of one gunicorn process
+        assert web.workers == []
+        gunicorn_workers = set(web.receiver.all_pids()) - {web.receiver.process.pid}
+        started = [int(pid) for pid in re.findall(r"worker \S+:(\d+) started", web.receiver.log())]
+        assert len(started) == 1 and started[0] in gunicorn_workers, (started, gunicorn_workers)
     finally:
         web.stop()
 

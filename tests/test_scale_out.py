@@ -30,7 +30,7 @@ from tests import payloads
 from tests.client import post_mps
 from tests.conftest import MPS_KEYS, TOKENS, receiver_env
 from tests.emulator_fixtures import SECRET_ID, SECRET_KEY, EmulatorProcess
-from tests.moto_fixtures import MotoServer, create_inbox_queue, create_table, moto_server  # noqa: F401 - the fixture
+from tests.moto_fixtures import MotoServer, create_inbox_queue, create_table
 from tests.pipeline_fixtures import NO_CALLBACK_INPUT, WorkerProcess
 from tests.servers import GunicornServer, sink_events, wait_until
 
@@ -100,7 +100,7 @@ class ScaleOut:
 
 
 @pytest.fixture
-def scale_out(tmp_path: Path, moto_server: MotoServer) -> Iterator[ScaleOut]:  # noqa: F811 - the fixture
+def scale_out(tmp_path: Path, moto_server: MotoServer) -> Iterator[ScaleOut]:
     system = ScaleOut(tmp_path, moto_server)
     try:
         yield system.start()

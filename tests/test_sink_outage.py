@@ -9,15 +9,14 @@ recreated: every event arrives, none twice.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 
 import requests
 
 from tests.client import post_vod
 from tests.moto_fixtures import MotoServer
-from tests.servers import ROOT, wait_until
+from tests.pipeline_fixtures import WorkerProcess
+from tests.servers import wait_until
 
 
 def test_events_wait_out_a_sink_outage_and_arrive_once(start_receiver, tmp_path):
@@ -29,9 +28,7 @@ def test_events_wait_out_a_sink_outage_and_arrive_once(start_receiver, tmp_path)
         env = {**server.env, **moto.env(), "SINK": "sqs", "SQS_QUEUE_URL": queue_url, "MAX_ATTEMPTS": "100",
                # Events with nothing to describe, so the sink is all that is under test.
                "VOD_FORWARD_UNRECONCILED": "true"}
-        with open(tmp_path / "worker.log", "w") as log:
-            worker = subprocess.Popen([sys.executable, "-m", "receiver.worker"], cwd=ROOT, env=env, stdout=log,
-                                      stderr=subprocess.STDOUT)
+        worker = WorkerProcess(env, tmp_path / "worker.log").start()
         received: dict[str, int] = {}
 
         def consume() -> None:
@@ -70,6 +67,5 @@ def test_events_wait_out_a_sink_outage_and_arrive_once(start_receiver, tmp_path)
         assert requests.get(server.url + "/readyz", timeout=5).json()["checks"]["sink"] == "ok"
     finally:
         if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
+            worker.stop()
         moto.stop()

@@ -22,7 +22,7 @@ from receiver.idempotency import CLAIMED, IdempotencyStore
 from receiver.inbox import InboxUnavailable, Outcome, Settlement, open_inbox
 from receiver.inbox import sqs as sqs_inbox
 from receiver.inbox.sqs import SqsInbox
-from tests.moto_fixtures import MotoServer, create_inbox_queue, create_table, drain, moto_server  # noqa: F401 - the fixture
+from tests.moto_fixtures import MotoServer, create_inbox_queue, create_table, drain
 from tests.servers import wait_until
 
 OWNER = "host-a:1"
@@ -55,7 +55,7 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(moto_server: MotoServer) -> Deployment:  # noqa: F811 - the fixture
+def deployment(moto_server: MotoServer) -> Deployment:
     return Deployment(moto_server)
 
 

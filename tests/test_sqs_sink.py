@@ -23,7 +23,7 @@ from receiver.sqs import (
     SqsSinkError,
     event_body,
 )
-from tests.moto_fixtures import MotoServer, drain, moto_server  # noqa: F401 - moto_server is a fixture
+from tests.moto_fixtures import MotoServer, drain
 from tests.servers import ROOT
 
 KB = 1024
@@ -89,7 +89,7 @@ def sink_for(queue_url: str, bucket: str | None = None) -> SqsSink:
 
 
 @pytest.fixture(scope="module")
-def bucket(moto_server: MotoServer) -> str:  # noqa: F811
+def bucket(moto_server: MotoServer) -> str:
     name = "large-payloads"
     moto_server.client("s3").create_bucket(Bucket=name)
     return name
@@ -102,7 +102,7 @@ def by_event_id(messages: list[dict[str, Any]], s3: Any) -> dict[str, tuple[dict
 # --- standard queue ---------------------------------------------------------------------------------------------
 
 
-def test_standard_queue_batches_of_ten_with_attributes(moto_server: MotoServer) -> None:  # noqa: F811
+def test_standard_queue_batches_of_ten_with_attributes(moto_server: MotoServer) -> None:
     queue = new_queue(moto_server)
     sink = sink_for(queue)
     calls = Calls(sink)
@@ -130,7 +130,7 @@ def test_standard_queue_batches_of_ten_with_attributes(moto_server: MotoServer) 
     assert sink.recover_forwarded_ids() == set()
 
 
-def test_characters_sqs_refuses_are_escaped_not_lost(moto_server: MotoServer) -> None:  # noqa: F811
+def test_characters_sqs_refuses_are_escaped_not_lost(moto_server: MotoServer) -> None:
     queue = new_queue(moto_server)
     event = make_event(1, text="lone \ud800 surrogate and \uffff")
     sink_for(queue).send([event])
@@ -139,7 +139,7 @@ def test_characters_sqs_refuses_are_escaped_not_lost(moto_server: MotoServer) ->
     assert read_event(message, None) == event
 
 
-def test_batches_respect_the_queue_size_limit(moto_server: MotoServer) -> None:  # noqa: F811
+def test_batches_respect_the_queue_size_limit(moto_server: MotoServer) -> None:
     queue = new_queue(moto_server, max_message_size=64 * KB)
     sink = sink_for(queue)
     calls = Calls(sink)
@@ -156,7 +156,7 @@ def test_batches_respect_the_queue_size_limit(moto_server: MotoServer) -> None: 
 # --- FIFO queue -------------------------------------------------------------------------------------------------
 
 
-def test_fifo_group_is_task_dedup_is_event_and_a_resend_is_dropped(moto_server: MotoServer) -> None:  # noqa: F811
+def test_fifo_group_is_task_dedup_is_event_and_a_resend_is_dropped(moto_server: MotoServer) -> None:
     queue = new_queue(moto_server, fifo=True)
     sink = sink_for(queue)
     calls = Calls(sink)
@@ -209,7 +209,7 @@ def fail_entry_once(sink: SqsSink, victim: str, code: str, sender_fault: bool) -
     sink.sqs_client.meta.events.register_first("after-call.sqs.SendMessageBatch", report)
 
 
-def test_a_failed_entry_is_retried_alone_and_nothing_is_lost(moto_server: MotoServer) -> None:  # noqa: F811
+def test_a_failed_entry_is_retried_alone_and_nothing_is_lost(moto_server: MotoServer) -> None:
     queue = new_queue(moto_server)
     sink = sink_for(queue)
     events = [make_event(n) for n in range(12)]
@@ -225,7 +225,7 @@ def test_a_failed_entry_is_retried_alone_and_nothing_is_lost(moto_server: MotoSe
     assert Counter(read_event(m, None)["event_id"] for m in received) == Counter(e["event_id"] for e in events)
 
 
-def test_a_permanent_entry_failure_raises_after_sending_the_rest(moto_server: MotoServer) -> None:  # noqa: F811
+def test_a_permanent_entry_failure_raises_after_sending_the_rest(moto_server: MotoServer) -> None:
     queue = new_queue(moto_server)
     sink = sink_for(queue)
     calls = Calls(sink)
@@ -251,7 +251,7 @@ def test_a_permanent_entry_failure_raises_after_sending_the_rest(moto_server: Mo
     assert len(received) == 11
 
 
-def test_an_entry_failing_every_time_raises(moto_server: MotoServer) -> None:  # noqa: F811
+def test_an_entry_failing_every_time_raises(moto_server: MotoServer) -> None:
     queue = new_queue(moto_server)
     sink = sink_for(queue)
     events = [make_event(n) for n in range(3)]
@@ -287,7 +287,7 @@ def test_an_entry_failing_every_time_raises(moto_server: MotoServer) -> None:  #
 # --- large events -----------------------------------------------------------------------------------------------
 
 
-def test_large_events_go_through_s3_with_the_extended_client_pointer(moto_server: MotoServer, bucket: str) -> None:  # noqa: F811
+def test_large_events_go_through_s3_with_the_extended_client_pointer(moto_server: MotoServer, bucket: str) -> None:
     queue = new_queue(moto_server, max_message_size=262144)
     sink = sink_for(queue, bucket)
     calls = Calls(sink)
@@ -323,7 +323,7 @@ def test_large_events_go_through_s3_with_the_extended_client_pointer(moto_server
         assert s3.get_object(Bucket=bucket, Key=key)["ContentLength"] == len(event_body(event).encode())
 
 
-def test_attributes_count_against_the_limit(moto_server: MotoServer, bucket: str) -> None:  # noqa: F811
+def test_attributes_count_against_the_limit(moto_server: MotoServer, bucket: str) -> None:
     queue = new_queue(moto_server, max_message_size=KB)
     event = sized_event(1, 1000)  # the body fits in 1024 bytes, body and attributes do not
     sink_for(queue, bucket).send([event])
@@ -332,7 +332,7 @@ def test_attributes_count_against_the_limit(moto_server: MotoServer, bucket: str
     assert read_event(message, moto_server.client("s3")) == event
 
 
-def test_a_resent_large_event_overwrites_its_payload(moto_server: MotoServer, bucket: str) -> None:  # noqa: F811
+def test_a_resent_large_event_overwrites_its_payload(moto_server: MotoServer, bucket: str) -> None:
     queue = new_queue(moto_server, max_message_size=KB)
     event = sized_event(1, 2000)
     sink = sink_for(queue, bucket)
@@ -342,7 +342,7 @@ def test_a_resent_large_event_overwrites_its_payload(moto_server: MotoServer, bu
     assert [o["Key"] for o in listed["Contents"]] == [f"events/{event['event_id']}.json"]
 
 
-def test_a_too_large_event_without_a_bucket_raises_and_nothing_is_sent(moto_server: MotoServer) -> None:  # noqa: F811
+def test_a_too_large_event_without_a_bucket_raises_and_nothing_is_sent(moto_server: MotoServer) -> None:
     queue = new_queue(moto_server, max_message_size=262144)
     events = [make_event(1), sized_event(2, 300 * KB)]
     with pytest.raises(PayloadTooLargeError, match="SQS_LARGE_PAYLOAD_BUCKET") as raised:
@@ -354,7 +354,7 @@ def test_a_too_large_event_without_a_bucket_raises_and_nothing_is_sent(moto_serv
 
 @pytest.mark.skipif(importlib.util.find_spec("sqs_extended_client") is None,
                     reason="amazon-sqs-extended-client is not installed")
-def test_the_official_python_extended_client_reads_our_messages(moto_server: MotoServer, bucket: str) -> None:  # noqa: F811
+def test_the_official_python_extended_client_reads_our_messages(moto_server: MotoServer, bucket: str) -> None:
     queue = new_queue(moto_server, max_message_size=262144)
     events = [make_event(1), sized_event(2, 300 * KB)]
     sink_for(queue, bucket).send(events)
@@ -416,7 +416,7 @@ def test_an_outage_of_sqs_loses_nothing_and_duplicates_nothing(tmp_path: Any, mo
 
 
 def test_the_consumer_example_reads_validates_and_deletes(
-    moto_server: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    moto_server: MotoServer, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = importlib.util.spec_from_file_location("consumer_example", ROOT / "docs" / "consumer_example.py")
     assert spec is not None and spec.loader is not None

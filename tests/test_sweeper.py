@@ -344,9 +344,11 @@ def test_live_callbacks_keep_their_pace_while_a_sweep_is_reconciled(tmp_path):
         assert loaded <= 2 * baseline + 3, (baseline, loaded)
         pipeline.wait_events(silent, timeout=60)
         stats = pipeline.emulator.admin("stats")["actions"]
-        assert stats["mps.DescribeTaskDetail"]["max_1s_window"] <= MPS_DESCRIBE_LIMIT
-        assert not stats["mps.DescribeTaskDetail"]["errors"]
-        assert stats["mps.DescribeTasks"]["max_1s_window"] <= 100
+        # Attempted calls, not admitted ones: the emulator's own limiter caps those at its limit whatever we send.
+        detail = stats["mps.DescribeTaskDetail"]
+        assert MPS_DESCRIBE_LIMIT // 2 <= detail["max_1s_window_attempted"] <= MPS_DESCRIBE_LIMIT, detail
+        assert not detail["errors"]
+        assert stats["mps.DescribeTasks"]["max_1s_window_attempted"] <= 100
         # SIGTERM stops the sweeper cleanly.
         sweeper.terminate()
         assert sweeper.wait(timeout=20) == 0
