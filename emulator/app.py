@@ -12,11 +12,11 @@ from typing import Any
 from emulator import tc3
 from emulator.actions import ACTIONS
 from emulator.answers import Answer, AnswerStore, served_as_is
-from emulator.callbacks import CallbackSender
 from emulator.config import Config
 from emulator.errors import ApiError, failure, success
 from emulator.faults import Faults, FaultState
 from emulator.media import MediaStore
+from emulator.notify import CallbackSender
 from emulator.ratelimit import RateLimiter
 from emulator.tasks import TaskStore
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from receiver.reconcile import DescribeCall
+from receiver.tencentcloud import DescribeCall
 
 REFRESH_SECONDS = 5.0
 # Tasks created this long before the last listing are listed again (clock skew, late visibility).

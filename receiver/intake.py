@@ -16,9 +16,9 @@ from typing import Any
 from marshmallow import Schema, ValidationError
 
 from receiver import auth, strictjson
-from receiver.callbacks import extract_record
 from receiver.config import Settings
 from receiver.inbox import AcceptResult, Inbox
+from receiver.records import extract_record
 from schemas.callbacks import (
     CALLBACK_SCHEMAS,
     VOD_LEGACY_FORMAT_FIX,

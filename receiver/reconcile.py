@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from receiver.callbacks import (
+from receiver.records import (
     ORIGIN_SWEEPER,
     RESOLVE_BY_SESSION_ID,
     RESOLVE_NOTHING,
@@ -24,6 +24,7 @@ from receiver.callbacks import (
     is_live_stream_record,
     live_stream_result,
 )
+from receiver.tencentcloud import DescribeCall
 from schemas.callbacks import MPS_EVENT_FIELDS, VOD_TASK_EVENT_FIELDS
 from schemas.describe import TaskState, task_state_of
 from schemas.event import SCHEMA_VERSION
@@ -47,17 +48,6 @@ FAILED_STATUSES = {"ERROR", "CANCELLED"}
 # bare 64-character token (seed 004). A WorkflowTask callback whose id has no
 # task type in it is therefore an image-processing task.
 _MPS_MEDIA_TASK_ID = re.compile(r"^\d+-[A-Za-z]+-[0-9a-zA-Z]+")
-
-
-@dataclass(frozen=True)
-class DescribeCall:
-    service: str
-    action: str
-    params: dict[str, Any]
-
-    @property
-    def label(self) -> str:
-        return f"{self.service}:{self.action}"
 
 
 @dataclass(frozen=True)

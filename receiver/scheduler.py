@@ -30,7 +30,7 @@ from typing import Any
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from receiver.ratelimit import HostQuota, departure
-from receiver.reconcile import DescribeCall
+from receiver.tencentcloud import DescribeCall
 
 LOOK_AGAIN_BASE_SECONDS = 2.0
 # Calls queued per action beyond those in flight: a quarter second of its rate keeps

@@ -12,7 +12,7 @@ token is empty:
   when set, `StartTime`/`EndTime`, `PageToken`).
 
 Each task whose final event is not known forwarded becomes an inbox record
-(`receiver.callbacks.swept_record`, origin "sweeper"), put in with
+(`receiver.records.swept_record`, origin "sweeper"), put in with
 `inbox.accept()` like a callback: its dedup key is the same for every sweep,
 so overlapping windows, restarts and one sweeper per host add each task once.
 The worker reconciles it like a callback (Describe*TaskDetail, the notify
@@ -54,13 +54,16 @@ from typing import Any
 
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from receiver.callbacks import CallbackRecord, swept_record
 from receiver.config import Settings
 from receiver.inbox import Inbox, open_configured_inbox
 from receiver.logs import configure_logging
 from receiver.ratelimit import RateLimits, sweeper_limits
-from receiver.reconcile import DescribeCall, event_id, vod_event_type_for
-from receiver.tencentcloud import Failure, TencentCloud, classify
+from receiver.reconcile import (
+    event_id,
+    vod_event_type_for,
+)
+from receiver.records import CallbackRecord, swept_record
+from receiver.tencentcloud import DescribeCall, Failure, TencentCloud, classify
 
 log = logging.getLogger("receiver.sweeper")
 

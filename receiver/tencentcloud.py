@@ -14,6 +14,7 @@ import collections
 import enum
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +31,6 @@ from urllib3.util.wait import wait_for_read
 
 from receiver.config import Settings
 from receiver.ratelimit import RateLimits, departing
-from receiver.reconcile import DescribeCall
 
 REQUEST_TIMEOUT_SECONDS = 10
 NEW_CONNECTION_SECONDS = 0.1  # a server's set-up of a new connection, at most
@@ -40,6 +40,17 @@ WARM_MAX_IDLE_SECONDS = 30.0  # a warm connection idle longer may have been clos
 UNREADABLE_ANSWER = "ClientError.UnreadableAnswer"
 
 _CLIENT_CLASSES = {"mps": mps_client.MpsClient, "vod": vod_client.VodClient, "ams": ams_client.AmsClient}
+
+
+@dataclass(frozen=True)
+class DescribeCall:
+    service: str
+    action: str
+    params: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.service}:{self.action}"
 
 
 class Failure(enum.Enum):

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 
 from receiver import auth
-from receiver.callbacks import extract_record
 from receiver.inbox import Outcome, Settlement
 from receiver.inbox.sqlite import SqliteInbox
+from receiver.records import extract_record
 from schemas.callbacks import MpsNotificationSchema
 from tests import payloads
 from tests.conftest import MPS_KEYS

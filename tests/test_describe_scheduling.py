@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from receiver import auth
-from receiver.callbacks import extract_record, swept_record
 from receiver.inbox import PRIORITY_LOOK_AGAIN, PRIORITY_SWEPT, Outcome, Settlement
 from receiver.inbox.sqlite import SqliteInbox
+from receiver.records import extract_record, swept_record
 from tests import payloads
 from tests.client import post_mps
 from tests.conftest import MPS_KEYS

@@ -17,11 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from receiver.callbacks import extract_record
 from receiver.reconcile import (
     FAILED_STATUSES,
     FINAL_STATUSES,
-    DescribeCall,
     Forward,
     build_event,
     describe_call,
@@ -29,6 +27,8 @@ from receiver.reconcile import (
     redact,
     task_state,
 )
+from receiver.records import extract_record
+from receiver.tencentcloud import DescribeCall
 from schemas.callbacks import CALLBACK_SCHEMAS
 from schemas.describe import (
     AMS_FAILED_STATUSES,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import requests
 
-from receiver.callbacks import extract_record
 from receiver.inbox.sqlite import SqliteInbox
+from receiver.records import extract_record
 from schemas.callbacks import MpsNotificationSchema
 from tests import payloads
 from tests.client import post_mps

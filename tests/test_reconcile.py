@@ -7,14 +7,12 @@ import json
 import jsonschema
 import pytest
 
-from receiver.callbacks import extract_record
 from receiver.reconcile import (
     EVENT_TYPE_MISMATCH,
     NOTIFY_CONFIG_MISMATCH,
     SESSION_MISMATCH,
     UNCONFIRMED,
     UNKNOWN_FILE,
-    DescribeCall,
     Forward,
     LookAgain,
     Reject,
@@ -27,6 +25,8 @@ from receiver.reconcile import (
     redact,
     unreconciled_event,
 )
+from receiver.records import extract_record
+from receiver.tencentcloud import DescribeCall
 from schemas.callbacks import CALLBACK_SCHEMAS
 from schemas.event import JSON_SCHEMA_PATH, NormalizedEventSchema, render_json_schema
 from tests import payloads

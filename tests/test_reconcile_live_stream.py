@@ -8,18 +8,18 @@ import json
 import jsonschema
 import pytest
 
-from receiver.callbacks import extract_record
 from receiver.reconcile import (
     EVENT_TYPE_MISMATCH,
     NOTIFY_CONFIG_MISMATCH,
     SESSION_MISMATCH,
-    DescribeCall,
     Forward,
     Reject,
     describe_call,
     image_task_call,
     judge,
 )
+from receiver.records import extract_record
+from receiver.tencentcloud import DescribeCall
 from schemas.callbacks import callback_schema
 from schemas.event import JSON_SCHEMA_PATH, NormalizedEventSchema
 from tests.realworld import load

@@ -13,8 +13,8 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 
 from receiver.batch_sessions import REFRESH_SECONDS, BatchSessionIndex
 from receiver.inbox import PRIORITY_FIRST_CALL, PRIORITY_LOOK_AGAIN, PRIORITY_SWEPT
-from receiver.reconcile import DescribeCall
 from receiver.scheduler import Deferred, DescribeScheduler, look_again_at
+from receiver.tencentcloud import DescribeCall
 from tests.servers import wait_until
 
 KEY = ("mps", "DescribeTaskDetail")

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from receiver.callbacks import CallbackRecord, new_record_id
 from receiver.config import ConfigError, load_settings
 from receiver.idempotency import CLAIMED, IdempotencyStore
 from receiver.inbox import InboxUnavailable, Outcome, Settlement, open_inbox
 from receiver.inbox import sqs as sqs_inbox
 from receiver.inbox.sqs import SqsInbox
+from receiver.records import CallbackRecord, new_record_id
 from tests.moto_fixtures import MotoServer, create_inbox_queue, create_table, drain
 from tests.servers import wait_until
 

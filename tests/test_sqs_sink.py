@@ -15,7 +15,7 @@ import pytest
 
 from receiver.config import Settings
 from receiver.consumer import read_event, validate_event
-from receiver.sqs import (
+from receiver.sinks.sqs import (
     PAYLOAD_SIZE_ATTRIBUTE,
     POINTER_CLASS,
     PayloadTooLargeError,

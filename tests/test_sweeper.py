@@ -14,11 +14,19 @@ from typing import Any
 
 import pytest
 
-from receiver.callbacks import ORIGIN_CALLBACK, ORIGIN_SWEEPER, CallbackRecord, extract_record, swept_record
 from receiver.config import ConfigError, load_settings
 from receiver.inbox.sqlite import SqliteInbox
-from receiver.reconcile import NOTIFY_CONFIG_MISMATCH, DescribeCall, Forward, Reject, describe_call, event_id, judge
+from receiver.reconcile import (
+    NOTIFY_CONFIG_MISMATCH,
+    Forward,
+    Reject,
+    describe_call,
+    event_id,
+    judge,
+)
+from receiver.records import ORIGIN_CALLBACK, ORIGIN_SWEEPER, CallbackRecord, extract_record, swept_record
 from receiver.sweeper import mps_event_type, vod_event_type
+from receiver.tencentcloud import DescribeCall
 from tests.client import post_mps
 from tests.payloads import mps_workflow
 from tests.pipeline_fixtures import MPS_DESCRIBE_LIMIT, NO_CALLBACK_INPUT, Pipeline

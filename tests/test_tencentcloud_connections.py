@@ -7,8 +7,7 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 
 from receiver.config import load_settings
 from receiver.ratelimit import departure
-from receiver.reconcile import DescribeCall
-from receiver.tencentcloud import NEW_CONNECTION_SECONDS, WARM_AHEAD, TencentCloud
+from receiver.tencentcloud import NEW_CONNECTION_SECONDS, WARM_AHEAD, DescribeCall, TencentCloud
 from tests.emulator_fixtures import SECRET_ID, SECRET_KEY, running_emulator
 from tests.servers import wait_until
 

@@ -8,10 +8,10 @@ import subprocess
 import sys
 import time
 
-from receiver.callbacks import extract_record
 from receiver.config import load_settings
 from receiver.inbox.sqlite import SqliteInbox
-from receiver.sqs import SqsSinkError
+from receiver.records import extract_record
+from receiver.sinks.sqs import SqsSinkError
 from receiver.worker import Worker, backoff
 from schemas.callbacks import VodEventSchema
 from tests.servers import ROOT, query_inbox

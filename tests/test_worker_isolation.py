@@ -16,12 +16,11 @@ from typing import Any
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from receiver import auth
-from receiver.callbacks import extract_record
 from receiver.config import load_settings
 from receiver.inbox.sqlite import SqliteInbox
-from receiver.reconcile import DescribeCall
+from receiver.records import extract_record
 from receiver.sinks import LogSink
-from receiver.tencentcloud import UNREADABLE_ANSWER
+from receiver.tencentcloud import UNREADABLE_ANSWER, DescribeCall
 from receiver.worker import Worker
 from schemas.callbacks import MpsNotificationSchema, VodEventSchema
 from tests import payloads

@@ -24,8 +24,8 @@ import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from receiver.callbacks import CallbackRecord
 from receiver.config import ConfigError, Settings
+from receiver.records import CallbackRecord
 
 STATES = ("pending", "leased", "done", "rejected", "dead")
 

@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 from receiver.blocking import run_blocking
-from receiver.callbacks import ORIGIN_SWEEPER, CallbackRecord
 from receiver.inbox import (
     PRIORITY_FIRST_CALL,
     PRIORITY_LOOK_AGAIN,
@@ -48,6 +47,7 @@ from receiver.inbox import (
     Outcome,
     Settlement,
 )
+from receiver.records import ORIGIN_SWEEPER, CallbackRecord
 
 BUSY_TIMEOUT_SECONDS = 5.0
 ACCEPT_TIMEOUT_SECONDS = 10.0

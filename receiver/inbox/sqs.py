@@ -64,7 +64,6 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from receiver.callbacks import ORIGIN_SWEEPER, CallbackRecord
 from receiver.config import ConfigError
 from receiver.idempotency import CLAIMED, COMPLETED, IdempotencyStore
 from receiver.inbox import (
@@ -79,6 +78,7 @@ from receiver.inbox import (
     Outcome,
     Settlement,
 )
+from receiver.records import ORIGIN_SWEEPER, CallbackRecord
 
 log = logging.getLogger(__name__)
 

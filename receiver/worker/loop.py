@@ -48,7 +48,6 @@ from typing import Any
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from receiver.batch_sessions import BatchSessionIndex
-from receiver.callbacks import RESOLVE_BY_SESSION_ID, RESOLVE_BY_TASK_ID, VOD_FILE_EVENTS, file_ids
 from receiver.config import Settings
 from receiver.inbox import ClaimedRecord, EventStillInProgress, Inbox, Outcome, Settlement
 from receiver.ratelimit import HostQuota, host_quotas, quota_directory, worker_limits
@@ -57,7 +56,6 @@ from receiver.reconcile import (
     UNCONFIRMED,
     UNKNOWN_TASK,
     UNRECONCILABLE,
-    DescribeCall,
     Forward,
     LookAgain,
     Reject,
@@ -69,9 +67,10 @@ from receiver.reconcile import (
     task_state,
     unreconciled_event,
 )
+from receiver.records import RESOLVE_BY_SESSION_ID, RESOLVE_BY_TASK_ID, VOD_FILE_EVENTS, file_ids
 from receiver.scheduler import Deferred, DescribeScheduler, look_again_at
 from receiver.sinks import Sink, encode_event
-from receiver.tencentcloud import Failure, classify
+from receiver.tencentcloud import DescribeCall, Failure, classify
 from schemas.describe import UnreadableAnswer
 from schemas.event import NormalizedEventSchema
 

@@ -35,7 +35,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from receiver.config import Settings
-from receiver.sinks import NOT_ALLOWED_BY_SQS, encode_event
+from receiver.sinks.encoding import NOT_ALLOWED_BY_SQS, encode_event
 
 log = logging.getLogger(__name__)
 

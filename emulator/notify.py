@@ -25,7 +25,7 @@ from emulator.faults import FaultState
 from emulator.tasks import FINISH, Task
 from receiver.auth import sign_ams_callback, sign_mps_notification, sign_vod_event
 
-log = logging.getLogger("emulator.callbacks")
+log = logging.getLogger("emulator.notify")
 Payload = tuple[bytes, dict[str, str]]
 
 

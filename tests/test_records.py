@@ -7,7 +7,7 @@ import json
 import pytest
 from marshmallow import ValidationError
 
-from receiver.callbacks import (
+from receiver.records import (
     RESOLVE_BY_FILE_ID,
     RESOLVE_BY_SESSION_ID,
     RESOLVE_BY_TASK_ID,
