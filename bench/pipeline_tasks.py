@@ -14,7 +14,9 @@ from typing import Any
 from bench.pipeline_stack import AMS_SEED, MPS_KEY, Emulator, Stack
 from bench.processes import poll_until
 from emulator.tasks import FINISH, SILENT_MARKER, Task
-from receiver.reconcile import event_id
+from receiver.events import (
+    event_id,
+)
 
 # The event type of each task kind's callbacks; every task here ends with one FINISH event.
 EVENT_TYPES = {"WorkflowTask": "WorkflowTask", "BatchTask": "BatchTask", "Procedure": "ProcedureStateChanged",

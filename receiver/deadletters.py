@@ -12,8 +12,10 @@ import sys
 import time
 
 from receiver.config import ConfigError, load_settings
+from receiver.events import (
+    iso,
+)
 from receiver.inbox import open_inbox
-from receiver.reconcile import iso
 
 
 def main(argv: list[str] | None = None) -> int:

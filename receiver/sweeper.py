@@ -55,11 +55,13 @@ from typing import Any
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
 from receiver.config import Settings
+from receiver.events import (
+    event_id,
+)
 from receiver.inbox import Inbox, open_configured_inbox
 from receiver.logs import configure_logging
 from receiver.ratelimit import RateLimits, sweeper_limits
 from receiver.reconcile import (
-    event_id,
     vod_event_type_for,
 )
 from receiver.records import CallbackRecord, swept_record

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,13 +15,9 @@ from typing import Self
 
 import requests
 
+from bench.processes import free_port, proc_stat_fields  # one copy, in bench/: bench imports nothing of tests/
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
@@ -60,24 +55,6 @@ def query_inbox(path: str | Path, **where: object) -> list[sqlite3.Row]:
 def inbox_rows(server: GunicornServer, **where: object) -> list[sqlite3.Row]:
     """Rows of a receiver's SQLite inbox (its INBOX_URL) matching column = value conditions."""
     return query_inbox(server.env["INBOX_URL"][len("sqlite:///"):], **where)
-
-
-def proc_stat_fields() -> dict[int, list[str]]:
-    """For every process, the fields of /proc/PID/stat after its name.
-
-    Index 0 is the state, 1 the parent pid, 2 the process group, 11 and 12
-    the user and system CPU ticks. A process that exits meanwhile is skipped.
-    """
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                table[int(entry)] = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-    return table
 
 
 def children_of(pid: int) -> list[int]:

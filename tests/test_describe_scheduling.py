@@ -98,8 +98,7 @@ def test_500_callbacks_two_worker_processes_100ms_latency_never_exceed_the_limit
     stats = pipeline.stats(ACTION)
     assert stats["limit"] == LIMIT
     assert stats["errors"].get("RequestLimitExceeded", 0) == 0, stats
-    assert stats["max_1s_window_attempted"] <= LIMIT, stats
-    assert stats["max_1s_window"] <= LIMIT, stats
+    assert stats["max_1s_window_attempted"] <= LIMIT, stats  # attempted: the admitted count is capped anyway
     assert_each_event_once(pipeline, task_ids)
     # The limit was approached, so it is what held the calls back: this load, at this latency, needs concurrency.
     assert stats["max_1s_window"] >= LIMIT // 2, (

@@ -17,14 +17,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from receiver.reconcile import (
+from receiver.events import (
     FAILED_STATUSES,
     FINAL_STATUSES,
-    Forward,
     build_event,
+    redact,
+)
+from receiver.reconcile import (
+    Forward,
     describe_call,
     judge,
-    redact,
     task_state,
 )
 from receiver.records import extract_record

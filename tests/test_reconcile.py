@@ -7,6 +7,11 @@ import json
 import jsonschema
 import pytest
 
+from receiver.events import (
+    event_id,
+    redact,
+    unreconciled_event,
+)
 from receiver.reconcile import (
     EVENT_TYPE_MISMATCH,
     NOTIFY_CONFIG_MISMATCH,
@@ -17,13 +22,10 @@ from receiver.reconcile import (
     LookAgain,
     Reject,
     describe_call,
-    event_id,
     event_type_fits,
     is_mps_image_task,
     judge,
     judge_file_event,
-    redact,
-    unreconciled_event,
 )
 from receiver.records import extract_record
 from receiver.tencentcloud import DescribeCall

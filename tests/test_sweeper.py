@@ -15,13 +15,15 @@ from typing import Any
 import pytest
 
 from receiver.config import ConfigError, load_settings
+from receiver.events import (
+    event_id,
+)
 from receiver.inbox.sqlite import SqliteInbox
 from receiver.reconcile import (
     NOTIFY_CONFIG_MISMATCH,
     Forward,
     Reject,
     describe_call,
-    event_id,
     judge,
 )
 from receiver.records import ORIGIN_CALLBACK, ORIGIN_SWEEPER, CallbackRecord, extract_record, swept_record

@@ -49,10 +49,13 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 
 from receiver.batch_sessions import BatchSessionIndex
 from receiver.config import Settings
+from receiver.events import (
+    FINAL_STATUSES,
+    unreconciled_event,
+)
 from receiver.inbox import ClaimedRecord, EventStillInProgress, Inbox, Outcome, Settlement
 from receiver.ratelimit import HostQuota, host_quotas, quota_directory, worker_limits
 from receiver.reconcile import (
-    FINAL_STATUSES,
     UNCONFIRMED,
     UNKNOWN_TASK,
     UNRECONCILABLE,
@@ -65,7 +68,6 @@ from receiver.reconcile import (
     judge_file_event,
     media_infos_call,
     task_state,
-    unreconciled_event,
 )
 from receiver.records import RESOLVE_BY_SESSION_ID, RESOLVE_BY_TASK_ID, VOD_FILE_EVENTS, file_ids
 from receiver.scheduler import Deferred, DescribeScheduler, look_again_at
