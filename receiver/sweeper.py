@@ -47,7 +47,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -72,9 +71,6 @@ log = logging.getLogger("receiver.sweeper")
 # A page that fails for a reason worth waiting out (throttling, server trouble) is asked again this many times.
 PAGE_RETRIES = 3
 PAGE_RETRY_BASE_SECONDS = 1.0
-# Records put in the inbox at once: the SQLite inbox commits them as one group.
-ACCEPT_THREADS = 8
-
 # MPS TaskSimpleInfo.TaskType -> the EventType of its callback (ParseNotification).
 MPS_EVENT_TYPES = {
     "WorkflowTask": "WorkflowTask",  # image tasks too: their id shape routes them (receiver.reconcile)
@@ -182,20 +178,19 @@ class Sweeper:
         listings: dict[str, Callable[[tuple[float, float], ProductReport], Iterator[list[_Listed]]]] = {
             "mps": self._list_mps, "vod": self._list_vod, "ams": self._list_ams,
         }
-        with ThreadPoolExecutor(ACCEPT_THREADS, thread_name_prefix="sweeper-accept") as pool:
-            for source, listing in listings.items():
-                product = report.products[source] = ProductReport()
-                try:
-                    for page in listing(window, product):
-                        self._enqueue(source, page, product, pool)
-                        if self.stopping.is_set():
-                            break
-                except Exception as error:  # noqa: BLE001 - one product's trouble does not stop the others
-                    product.error = _describe_error(error)
-                    log.warning("sweep %s failed after %d page(s): %s", source, product.pages, product.error)
-                log.info("sweep %s: examined %d finished task(s) in %d page(s), found %d missing (enqueued), "
-                         "%d already forwarded%s", source, product.examined, product.pages, product.missing,
-                         product.forwarded, f"; failed: {product.error}" if product.error else "")
+        for source, listing in listings.items():
+            product = report.products[source] = ProductReport()
+            try:
+                for page in listing(window, product):
+                    self._enqueue(source, page, product)
+                    if self.stopping.is_set():
+                        break
+            except Exception as error:  # noqa: BLE001 - one product's trouble does not stop the others
+                product.error = _describe_error(error)
+                log.warning("sweep %s failed after %d page(s): %s", source, product.pages, product.error)
+            log.info("sweep %s: examined %d finished task(s) in %d page(s), found %d missing (enqueued), "
+                     "%d already forwarded%s", source, product.examined, product.pages, product.missing,
+                     product.forwarded, f"; failed: {product.error}" if product.error else "")
         report.seconds = self.clock() - now
         self.totals["sweeps"] += 1
         self.totals["examined"] += report.examined
@@ -263,7 +258,7 @@ class Sweeper:
 
     # --- enqueueing -------------------------------------------------------------------
 
-    def _enqueue(self, source: str, listed: list[_Listed], product: ProductReport, pool: ThreadPoolExecutor) -> None:
+    def _enqueue(self, source: str, listed: list[_Listed], product: ProductReport) -> None:
         """Put in the inbox each listed task whose final event is not known forwarded."""
         if not listed:
             return
@@ -276,7 +271,7 @@ class Sweeper:
                 product.forwarded += 1
             else:
                 records.append(swept_record(source, event_type, task_id, now, claimed_status=status))
-        for result in pool.map(self.inbox.accept, records):
+        for result in self.inbox.accept_many(records):
             if not result.duplicate:
                 product.missing += 1
 

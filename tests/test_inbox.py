@@ -32,6 +32,19 @@ def test_accept_is_idempotent(tmp_path):
     assert inbox.counts_by_state() == {"pending": 1}
 
 
+def test_accept_many_answers_each_record_in_order_and_stores_them_once(tmp_path):
+    """The sweeper's page in one call: queued together, they share the group commits."""
+    inbox = SqliteInbox(tmp_path / "inbox.db")
+    earlier = inbox.accept(make_record("m3"))
+    records = [make_record(f"m{i}") for i in range(300)] + [make_record("m1")]
+    results = inbox.accept_many(records)
+    assert len(results) == len(records)
+    assert [r.duplicate for r in results] == [i == 3 for i in range(300)] + [True]
+    assert results[3].id == earlier.id and results[-1].id == results[1].id
+    assert inbox.counts_by_state() == {"pending": 300}
+    assert inbox.accept_many([]) == []
+
+
 def test_expired_lease_is_reclaimed_and_the_old_owner_cannot_settle(tmp_path):
     inbox = SqliteInbox(tmp_path / "inbox.db")
     record_id = inbox.accept(make_record("t1")).id

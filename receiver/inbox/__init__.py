@@ -87,6 +87,10 @@ class Inbox(ABC):
     def accept(self, record: CallbackRecord) -> AcceptResult:
         """Store `record` durably, or return the id of the same callback stored before."""
 
+    def accept_many(self, records: list[CallbackRecord]) -> list[AcceptResult]:
+        """`accept` for each record, in order (the sweeper's pages); a backend may store them together."""
+        return [self.accept(record) for record in records]
+
     @abstractmethod
     def check_writable(self) -> None:
         """Raise InboxUnavailable unless a write would succeed now."""

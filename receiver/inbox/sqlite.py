@@ -333,15 +333,24 @@ class _GroupCommitter:
         self._start_lock = threading.Lock()
 
     def accept(self, record: CallbackRecord) -> AcceptResult:
+        return self.accept_many([record])[0]
+
+    def accept_many(self, records: list[CallbackRecord]) -> list[AcceptResult]:
+        """Queued at once, so that they share commits (up to MAX_GROUP records each)."""
         self._ensure_running()
-        pending = _PendingAccept(record)
-        self._queue.put(pending)
-        if not pending.done.wait(ACCEPT_TIMEOUT_SECONDS):
-            raise InboxUnavailable("timed out waiting for the inbox commit")
-        if pending.error is not None:
-            raise InboxUnavailable(str(pending.error)) from pending.error
-        assert pending.result is not None
-        return pending.result
+        pendings = [_PendingAccept(record) for record in records]
+        for pending in pendings:
+            self._queue.put(pending)
+        deadline = time.monotonic() + ACCEPT_TIMEOUT_SECONDS
+        results = []
+        for pending in pendings:
+            if not pending.done.wait(max(0.0, deadline - time.monotonic())):
+                raise InboxUnavailable("timed out waiting for the inbox commit")
+            if pending.error is not None:
+                raise InboxUnavailable(str(pending.error)) from pending.error
+            assert pending.result is not None
+            results.append(pending.result)
+        return results
 
     def _ensure_running(self) -> None:
         # A fork (gunicorn --preload) copies no threads: start one per process.
@@ -424,6 +433,9 @@ class SqliteInbox(Inbox):
 
     def accept(self, record: CallbackRecord) -> AcceptResult:
         return self._committer.accept(record)
+
+    def accept_many(self, records: list[CallbackRecord]) -> list[AcceptResult]:
+        return self._committer.accept_many(records)
 
     def check_writable(self) -> None:
         try:

@@ -57,6 +57,7 @@ import logging
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -85,6 +86,7 @@ log = logging.getLogger(__name__)
 DAY = 86400.0
 ACCEPT_CLAIM_SECONDS = 30.0  # longer than a SendMessage with botocore's retries takes
 ACCEPT_WAIT_SECONDS = 5.0  # how long a duplicate waits for the instance storing the same callback
+ACCEPT_MANY_THREADS = 8  # a sweeper page's records stored a few at a time
 CALLBACK_TTL_SECONDS = 7 * DAY  # a callback repeated later than this is stored again
 EVENT_TTL_SECONDS = 7 * DAY
 EVENT_WAIT_SECONDS = 10.0
@@ -155,6 +157,11 @@ class SqsInbox(Inbox):
         return cls(inbox_url.removeprefix("sqs+"), IdempotencyStore(table))
 
     # --- web: accept -----------------------------------------------------------------------
+
+    def accept_many(self, records: list[CallbackRecord]) -> list[AcceptResult]:
+        """Each record is two network round trips (DynamoDB, SQS): a few at a time, not one after another."""
+        with ThreadPoolExecutor(ACCEPT_MANY_THREADS, thread_name_prefix="inbox-accept") as pool:
+            return list(pool.map(self.accept, records))
 
     def accept(self, record: CallbackRecord) -> AcceptResult:
         key = f"callback#{record.dedup_key}"
