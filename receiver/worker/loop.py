@@ -11,7 +11,8 @@ It reads top to bottom like the loop it is (SPEC 6, 8); each round:
 3. **start** units on threads while their action's queue at the
    `DescribeScheduler` has room; the scheduler makes the calls by priority,
    at the host's quota, as many at a time as the latency needs;
-4. **judge** each answer into a verdict, on the unit's thread: forward,
+4. **judge** each answer into a verdict, on the unit's thread
+   (`receiver.worker.reconciling.Reconciler`): forward,
    reject with a reason, retry (look again later, or try again after an
    error), bury, or defer (not worked on: the worker is stopping);
 5. **forward** the finished units' events in whole batches of 10, on a
@@ -31,49 +32,30 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
 import os
 import queue
-import random
 import socket
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
-
-from receiver.batch_sessions import BatchSessionIndex
 from receiver.config import Settings
-from receiver.events import (
-    FINAL_STATUSES,
-    unreconciled_event,
-)
 from receiver.inbox import ClaimedRecord, EventStillInProgress, Inbox, Outcome, Settlement
 from receiver.ratelimit import HostQuota, host_quotas, quota_directory, worker_limits
 from receiver.reconcile import (
-    UNCONFIRMED,
-    UNKNOWN_TASK,
-    UNRECONCILABLE,
     Forward,
-    LookAgain,
     Reject,
     describe_call,
-    image_task_call,
-    judge,
-    judge_file_event,
-    media_infos_call,
-    task_state,
 )
 from receiver.records import RESOLVE_BY_SESSION_ID, RESOLVE_BY_TASK_ID, VOD_FILE_EVENTS, file_ids
-from receiver.scheduler import Deferred, DescribeScheduler, look_again_at
+from receiver.scheduler import DescribeScheduler
 from receiver.sinks import Sink, encode_event
-from receiver.tencentcloud import DescribeCall, Failure, classify
-from schemas.describe import UnreadableAnswer
+from receiver.tencentcloud import Failure
+from receiver.worker.reconciling import MEDIA_INFOS_PER_CALL, Reconciler
+from receiver.worker.units import NO_CALL, Bury, Defer, Judged, Retry, Unit, Verdict, call_key
 from schemas.event import NormalizedEventSchema
 
 log = logging.getLogger(__name__)
@@ -89,84 +71,8 @@ SINK_BATCH = 10  # events per sink call (SQS SendMessageBatch takes 10)
 # slowest action's limit) that is two full batches. A worker with no batch's worth coming forwards at once.
 FLUSH_SECONDS = 1.0
 STOP_SECONDS = 15.0  # calls in flight at a stop get this long to finish
-BACKOFF_BASE_SECONDS = 1.0
-BACKOFF_CAP_SECONDS = 15.0
 LOOK_AGAIN_SECONDS = 1.0
-NO_CREDENTIALS_RETRY_SECONDS = 30.0
-MEDIA_INFOS_PER_CALL = 20  # DescribeMediaInfos takes at most 20 FileIds
 # Final answers kept in memory; the oldest are forgotten first.
-MEMORY_ENTRIES = 10_000
-
-
-def backoff(attempts: int, rng: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with full jitter in its upper half, capped."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(0, attempts - 1))
-    return ceiling * (0.5 + rng() / 2)
-
-
-class _Bounded(OrderedDict):
-    """A dict that forgets its oldest entries past MEMORY_ENTRIES, so a long-running worker stays small."""
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        super().__setitem__(key, value)
-        if len(self) > MEMORY_ENTRIES:
-            self.popitem(last=False)
-
-
-# --- verdicts beyond the pure ones of receiver.reconcile (Forward, Reject) ------------------
-
-
-@dataclass(frozen=True)
-class Retry:
-    """Look again, or try again after an error, at `at`."""
-
-    error: str
-    at: float
-
-
-@dataclass(frozen=True)
-class Bury:
-    error: str
-
-
-@dataclass(frozen=True)
-class Defer:
-    """Not worked on: back to the inbox as it was."""
-
-
-Verdict = Forward | Reject | Retry | Bury | Defer
-Judged = list[tuple[ClaimedRecord, Verdict]]
-
-NO_CALL = ("", "")  # the action of a unit that needs no Describe call
-
-
-@dataclass
-class _Unit:
-    """Records answered by the same Describe call(s): one task, a set of files, or nothing to call."""
-
-    kind: str  # "task", "files", "session", "unreconcilable", "broken"
-    items: list[ClaimedRecord] = field(default_factory=list)
-    call: DescribeCall | None = None
-    error: Exception | None = None  # why a "broken" unit could not be planned
-
-    @property
-    def priority(self) -> int:
-        return min(item.priority for item in self.items)
-
-    @property
-    def action(self) -> tuple[str, str]:
-        """The action of the unit's first call, whose queue it waits in."""
-        if self.kind == "task" and self.call is not None:
-            return (self.call.service, self.call.action)
-        if self.kind == "files":
-            return ("vod", "DescribeMediaInfos")
-        if self.kind == "session":
-            return ("mps", "DescribeBatchTaskDetail")
-        return NO_CALL
-
-
-def _call_key(call: DescribeCall) -> str:
-    return json.dumps([call.service, call.action, call.params], sort_keys=True)
 
 
 class Worker:
@@ -197,20 +103,15 @@ class Worker:
             self.scheduler = DescribeScheduler(tencentcloud.call, quotas, settings.tencentcloud_max_in_flight)
         self._thread_count = self.scheduler.threads_needed if self.scheduler else 1
         self._threads = ThreadPoolExecutor(self._thread_count, thread_name_prefix="reconcile")
-        self._final_answers: dict[str, dict[str, Any]] = _Bounded()
-        self._asking: dict[str, Future[dict[str, Any]]] = {}  # calls in flight, by call
-        self._image_tasks: dict[str, bool] = _Bounded()  # WorkflowTask ids DescribeImageTaskDetail answered for
-        self._memory_lock = threading.Lock()
-        self._batch_sessions = BatchSessionIndex(settings.sweep_lookback_seconds, clock)
-        self._sessions_lock = threading.Lock()
         self._health: dict[str, str] = {}
+        self.reconciler = Reconciler(settings, self.scheduler, clock, self._report)
         self._schema = NormalizedEventSchema()
         # What the loop holds: every record in hand, units not started yet (per action, by priority),
         # task units not started yet by call (a later callback of the task joins its unit), units running,
         # and verdicts waiting to be forwarded and settled.
         self._in_hand: dict[str, ClaimedRecord] = {}
-        self._waiting: dict[tuple[str, str], list[tuple[int, str, int, _Unit]]] = {}
-        self._waiting_tasks: dict[str, _Unit] = {}
+        self._waiting: dict[tuple[str, str], list[tuple[int, str, int, Unit]]] = {}
+        self._waiting_tasks: dict[str, Unit] = {}
         self._order = itertools.count()
         self._running: dict[tuple[str, str], int] = {}
         # Units hand their verdicts back through a Queue: made of threading primitives, which gevent patches.
@@ -346,44 +247,44 @@ class Worker:
                 self._in_hand[item.record.id] = item
         for unit in self._plan(claimed):
             if unit.action == NO_CALL or self.scheduler is None:
-                self._hand_over(self._work(unit))
+                self._hand_over(self.reconciler.work(unit))
             else:
                 heapq.heappush(self._waiting.setdefault(unit.action, []),
                                (unit.priority, unit.items[0].record.id, next(self._order), unit))
 
     # --- 2. planning --------------------------------------------------------------------
 
-    def _plan(self, claimed: list[ClaimedRecord]) -> Iterator[_Unit]:
+    def _plan(self, claimed: list[ClaimedRecord]) -> Iterator[Unit]:
         files: list[tuple[ClaimedRecord, list[str]]] = []
         for item in claimed:
             try:  # a record that cannot even be planned fails alone
                 unit = self._unit_of(item, files)
             except Exception as error:  # noqa: BLE001 - e.g. a stored body that no longer parses
                 log.exception("callback %s cannot be planned", item.record.id)
-                unit = _Unit("broken", [item], error=error)
+                unit = Unit("broken", [item], error=error)
             if unit is not None:
                 yield unit
         yield from _file_units(files)
 
-    def _unit_of(self, item: ClaimedRecord, files: list[tuple[ClaimedRecord, list[str]]]) -> _Unit | None:
+    def _unit_of(self, item: ClaimedRecord, files: list[tuple[ClaimedRecord, list[str]]]) -> Unit | None:
         """The new unit of one record, or None when it joins a unit (its task's, or the files')."""
         record = item.record
         if record.resolve_by == RESOLVE_BY_TASK_ID and record.task_id:
-            call = describe_call(record, self.settings.vod_subapp_id, self._image_tasks)
+            call = describe_call(record, self.settings.vod_subapp_id, self.reconciler.image_tasks)
             assert call is not None
-            key = _call_key(call)
+            key = call_key(call)
             unit = self._waiting_tasks.get(key)
             if unit is not None:  # its task's unit waits already: one call for both
                 unit.items.append(item)
                 return None
-            self._waiting_tasks[key] = unit = _Unit("task", [item], call)
+            self._waiting_tasks[key] = unit = Unit("task", [item], call)
             return unit
         if record.resolve_by == RESOLVE_BY_SESSION_ID:
-            return _Unit("session", [item])
+            return Unit("session", [item])
         if record.source == "vod" and record.event_type in VOD_FILE_EVENTS:
             files.append((item, file_ids(record)))
             return None
-        return _Unit("unreconcilable", [item])
+        return Unit("unreconcilable", [item])
 
     # --- 3. starting ----------------------------------------------------------------------
 
@@ -394,7 +295,7 @@ class Worker:
             while waiting and (ignore_room or self._has_room(action)):
                 unit = heapq.heappop(waiting)[3]
                 if unit.kind == "task" and unit.call is not None:
-                    self._waiting_tasks.pop(_call_key(unit.call), None)
+                    self._waiting_tasks.pop(call_key(unit.call), None)
                 self._running[action] = self._running.get(action, 0) + 1
                 self._threads.submit(self._run_unit, unit)
 
@@ -403,12 +304,12 @@ class Worker:
         return (self._running.get(action, 0) < self.scheduler.capacity(*action)
                 and self._running_total < self._thread_count)
 
-    def _run_unit(self, unit: _Unit) -> None:
+    def _run_unit(self, unit: Unit) -> None:
         try:
-            judged = self._work(unit)
+            judged = self.reconciler.work(unit)
         except BaseException as error:  # noqa: BLE001 - never lose a unit's records: they retry
             log.exception("a unit of %d record(s) failed", len(unit.items))
-            judged = [(item, self._failed(item, Failure.OTHER, error)) for item in unit.items]
+            judged = [(item, self.reconciler.failed(item, Failure.OTHER, error)) for item in unit.items]
         self._done.put((unit.action, judged))
 
     def _collect(self, timeout: float) -> None:
@@ -452,184 +353,6 @@ class Worker:
         with self._outbox_changed:
             judged, self._outbox = self._outbox, []
             return judged
-
-    # --- 4. working: calls and verdicts, one unit at a time, on its own thread -----------
-
-    def _describe(self, call: DescribeCall, priority: int) -> dict[str, Any]:
-        assert self.scheduler is not None
-        answer = self.scheduler.call(call, priority)
-        self._report("tencentcloud", "ok", "")
-        return answer
-
-    def _work(self, unit: _Unit) -> Judged:
-        """The verdicts of one unit; whatever goes wrong stays with its records."""
-        if self.scheduler is None and unit.kind not in ("unreconcilable", "broken"):
-            now = self.clock()
-            return [(item, Retry("no Tencent Cloud credentials", now + NO_CREDENTIALS_RETRY_SECONDS))
-                    for item in unit.items]
-        if unit.kind == "broken":
-            return [(item, self._failed(item, Failure.OTHER, unit.error)) for item in unit.items]
-        try:
-            if unit.kind == "unreconcilable":
-                return [(item, self._unreconcilable(item)) for item in unit.items]
-            if unit.kind == "files":
-                return self._describe_files(unit.items, unit.priority)
-            if unit.kind == "session":
-                return self._describe_batch_by_session(unit.items[0], unit.priority)
-            assert unit.call is not None
-            return self._describe_task(unit.call, unit.items, unit.priority)
-        except Deferred:
-            return [(item, Defer()) for item in unit.items]
-        except TencentCloudSDKException as error:
-            failure = classify(error)
-            if failure is Failure.OTHER and len(unit.items) > 1 and unit.kind == "files":
-                # One file id the API refuses must not hold up the others: ask for each record alone.
-                return [judged for item in unit.items for judged in self._work(_Unit("files", [item]))]
-            if failure is Failure.CREDENTIALS:
-                self._report("tencentcloud", "failing", _describe_error(error))
-            return [(item, self._failed(item, failure, error)) for item in unit.items]
-        except Exception as error:  # noqa: BLE001 - an answer this code cannot handle: these records alone
-            log.exception("reconciling %d record(s) failed", len(unit.items))
-            return [(item, self._failed(item, Failure.OTHER, error)) for item in unit.items]
-
-    def _describe_task(self, call: DescribeCall, items: list[ClaimedRecord], priority: int) -> Judged:
-        """One Describe call for every pending callback of one task."""
-        call, answer = self._task_or_image_answer(call, items, priority)
-        now = self.clock()
-        patience = self.settings.consistency_patience_seconds
-        judged: Judged = []
-        for item in items:
-            try:
-                verdict = judge(item.record, call, answer, self.settings.receiver_public_url, now,
-                                patience_left=now - item.waiting_since < patience)
-            except UnreadableAnswer as error:  # Tencent's answer, not our bug: no traceback
-                log.warning("callback %s: %s", item.record.id, error)
-                judged.append((item, self._failed(item, Failure.OTHER, error)))
-                continue
-            except Exception as error:  # noqa: BLE001 - an answer this record cannot be judged by
-                log.exception("judging callback %s failed", item.record.id)
-                judged.append((item, self._failed(item, Failure.OTHER, error)))
-                continue
-            judged.append((item, self._looked(item, verdict, now, patience)))
-        return judged
-
-    def _task_or_image_answer(
-        self, call: DescribeCall, items: list[ClaimedRecord], priority: int
-    ) -> tuple[DescribeCall, dict[str, Any]]:
-        """The task's answer, from DescribeImageTaskDetail when DescribeTaskDetail does not know a WorkflowTask."""
-        try:
-            return call, self._task_answer(call, priority)
-        except TencentCloudSDKException as error:
-            image_call = image_task_call(call, {item.record.event_type for item in items})
-            if image_call is None or classify(error) is not Failure.NOT_FOUND:
-                raise
-        answer = self._task_answer(image_call, priority)  # not found here either: the records look again
-        with self._memory_lock:  # its next callbacks go straight to the action that knows it
-            self._image_tasks[image_call.params["TaskId"]] = True
-        return image_call, answer
-
-    def _task_answer(self, call: DescribeCall, priority: int) -> dict[str, Any]:
-        """The task's answer: remembered when final, shared with the same call in flight when that says final.
-
-        A final state does not change, so later callbacks of the task need no
-        call of their own. Another answer may be older than this unit's
-        callbacks: it is not borrowed.
-        """
-        key = _call_key(call)
-        with self._memory_lock:
-            answer = self._final_answers.get(key)
-            asking = self._asking.get(key) if answer is None else None
-            mine = answer is None and asking is None
-            if mine:
-                asking = self._asking[key] = Future()
-        if answer is not None:
-            return answer
-        assert asking is not None
-        if not mine:
-            shared = asking.result()  # the call in flight: its failure is this unit's too
-            return shared if _says_final(call, shared) else self._describe(call, priority)
-        try:
-            answer = self._describe(call, priority)
-        except BaseException as error:
-            asking.set_exception(error)
-            raise
-        finally:
-            with self._memory_lock:
-                del self._asking[key]
-                if answer is not None and _says_final(call, answer):
-                    self._final_answers[key] = answer
-        asking.set_result(answer)
-        return answer
-
-    def _describe_batch_by_session(self, item: ClaimedRecord, priority: int) -> Judged:
-        """A BatchTask callback without task id: its task found through its SessionId (SPEC 6)."""
-        record = item.record
-        if not record.session_id:
-            return [(item, Reject(UNKNOWN_TASK, "a BatchTask callback with neither task id nor SessionId"))]
-        with self._sessions_lock:  # one search at a time: they share the index's refreshes
-            task_id = self._batch_sessions.find(record.session_id, lambda call: self._describe(call, priority))
-        if task_id is None:
-            return [(item, self._failed(item, Failure.NOT_FOUND, None))]
-        return self._describe_task(DescribeCall("mps", "DescribeBatchTaskDetail", {"TaskId": task_id}), [item],
-                                   priority)
-
-    def _describe_files(self, items: list[ClaimedRecord], priority: int) -> Judged:
-        """VOD NewFileUpload / FileDeleted: one DescribeMediaInfos per 20 files of the unit.
-
-        VOD deletes one file per DeleteMedia: an event naming more than 20 is
-        refused unasked, so that a forged one cannot spend hundreds of calls.
-        """
-        wanted = {item.record.id: file_ids(item.record) for item in items}
-        judged: Judged = []
-        asked = []
-        for item in items:
-            if len(wanted[item.record.id]) > MEDIA_INFOS_PER_CALL:
-                judged.append((item, Reject(UNCONFIRMED, f"the event names more than {MEDIA_INFOS_PER_CALL} files")))
-            else:
-                asked.append(item)
-        items = asked
-        unique = list(dict.fromkeys(file_id for item in items for file_id in wanted[item.record.id]))
-        found: dict[str, dict[str, Any]] = {}
-        missing: set[str] = set()
-        for start in range(0, len(unique), MEDIA_INFOS_PER_CALL):
-            answer = self._describe(media_infos_call(unique[start:start + MEDIA_INFOS_PER_CALL],
-                                                     self.settings.vod_subapp_id), priority)
-            for info in answer.get("MediaInfoSet") or []:
-                if isinstance(info, dict) and isinstance(info.get("FileId"), str):
-                    found[info["FileId"]] = info
-            missing.update(i for i in answer.get("NotExistFileIdSet") or [] if isinstance(i, str))
-        now = self.clock()
-        patience = self.settings.not_found_patience_seconds
-        for item in items:
-            verdict = judge_file_event(item.record, wanted[item.record.id], found, missing, now,
-                                       patience_left=now - item.waiting_since < patience)
-            judged.append((item, self._looked(item, verdict, now, patience)))
-        return judged
-
-    def _unreconcilable(self, item: ClaimedRecord) -> Verdict:
-        """A VOD event with neither task nor file: forwarded on its signature only if the operator asks."""
-        if self.settings.vod_forward_unreconciled:
-            return Forward(unreconciled_event(item.record, json.loads(item.record.body)))
-        return Reject(UNRECONCILABLE, f"a {item.record.event_type!r} event names no task or file to describe")
-
-    def _looked(self, item: ClaimedRecord, verdict: Any, now: float, patience: float) -> Verdict:
-        """A lagging answer becomes a look-again, backing off within the record's patience."""
-        if isinstance(verdict, LookAgain):
-            return Retry(verdict.detail, look_again_at(now, item.attempts, item.waiting_since + patience))
-        return verdict
-
-    def _failed(self, item: ClaimedRecord, failure: Failure, error: BaseException | None) -> Verdict:
-        now, message = self.clock(), _describe_error(error)
-        if failure is Failure.NOT_FOUND:
-            # A task created a moment ago may not be visible to Describe yet.
-            patience = self.settings.not_found_patience_seconds
-            if now - item.waiting_since < patience:
-                return Retry(message, look_again_at(now, item.attempts, item.waiting_since + patience))
-            return Reject(UNKNOWN_TASK, message)
-        if failure is Failure.OTHER and item.attempts >= self.settings.max_attempts:
-            log.error("callback %s is a dead letter after %d attempts: %s", item.record.id, item.attempts, message)
-            return Bury(message)
-        return Retry(message, now + backoff(item.attempts))
 
     # --- 5. forwarding and settling ---------------------------------------------------------
 
@@ -695,7 +418,7 @@ class Worker:
                 encode_event(verdict.event)
             except Exception as error:  # noqa: BLE001 - invalid or unencodable: retried, then buried
                 log.error("the event of callback %s cannot be forwarded: %s", item.record.id, error)
-                result.append((item, self._failed(item, Failure.OTHER, error)))
+                result.append((item, self.reconciler.failed(item, Failure.OTHER, error)))
                 continue
             outgoing.append((item, verdict))
         if not outgoing:
@@ -718,8 +441,9 @@ class Worker:
             delivered = sorted(set(fresh) & set(getattr(error, "delivered", ())))
             self.inbox.mark_forwarded(delivered, now)
             sent = seen | set(delivered)
+            failed = self.reconciler.failed
             return result + [
-                (item, verdict if verdict.event["event_id"] in sent else self._failed(item, Failure.OTHER, error))
+                (item, verdict if verdict.event["event_id"] in sent else failed(item, Failure.OTHER, error))
                 for item, verdict in outgoing
             ]
         self.inbox.mark_forwarded(list(fresh), now)
@@ -765,38 +489,16 @@ class Worker:
             log.warning("could not record %s health", component)
 
 
-def _file_units(files: list[tuple[ClaimedRecord, list[str]]]) -> Iterator[_Unit]:
+def _file_units(files: list[tuple[ClaimedRecord, list[str]]]) -> Iterator[Unit]:
     """File events packed, in order, into units of at most 20 distinct files (one call each)."""
-    unit, in_unit = _Unit("files"), set()
+    unit, in_unit = Unit("files"), set()
     for item, ids in files:
         if unit.items and len(in_unit | set(ids)) > MEDIA_INFOS_PER_CALL:
             yield unit
-            unit, in_unit = _Unit("files"), set()
+            unit, in_unit = Unit("files"), set()
         unit.items.append(item)
         in_unit |= set(ids)
     if unit.items:
         yield unit
-
-
-def _says_final(call: DescribeCall, answer: dict[str, Any]) -> bool:
-    """Whether an answer may be remembered and shared as final: it fits its schema and says a final status.
-
-    Never raises: it runs where an answer is handed to the units waiting for
-    it. An answer that does not fit is not remembered, so its record's retry
-    asks Tencent Cloud afresh (and meets UnreadableAnswer again in `judge` if
-    the answer still does not fit).
-    """
-    try:
-        return task_state(call, answer).status in FINAL_STATUSES[call.service]
-    except Exception:  # noqa: BLE001 - an unreadable answer is judged (and fails) in its record's own judge()
-        return False
-
-
-def _describe_error(error: BaseException | None) -> str:
-    if error is None:
-        return "task not found"
-    if isinstance(error, TencentCloudSDKException):
-        return f"{error.get_code()}: {error.get_message()}"
-    return f"{type(error).__name__}: {error}"
 
 
