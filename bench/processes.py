@@ -8,6 +8,7 @@ on 127.0.0.1 and answers 200 on a health path once it serves.
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -32,10 +33,40 @@ _ACCESS_LOG_LINE = re.compile(r'^\S+ "[A-Z]+ \S+ HTTP/[\d.]+" \d{3} ')
 T = TypeVar("T")
 
 
+LOWEST_PORT = 10_000
+
+
 def free_port() -> int:
+    """A port free now that no outgoing connection can take before its server binds it.
+
+    A port the kernel hands out for `bind(0)` comes from the ephemeral range,
+    which is also where every client connection's source port comes from: one
+    opened meanwhile (a health poll, a keep-alive pool) can take it, and the
+    server then fails with "Address already in use". Below that range only
+    servers bind.
+    """
+    ephemeral_low = _ephemeral_range()[0]
+    if ephemeral_low - LOWEST_PORT >= 1_000:
+        for _ in range(200):
+            port = random.randrange(LOWEST_PORT, ephemeral_low)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            low, high = (int(part) for part in ports.read().split())
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+    return low, high
 
 
 def proc_stat_fields() -> dict[int, list[str]]:
