@@ -81,8 +81,14 @@ class Emulator:
 
     # -- API calls --------------------------------------------------------------
 
-    def handle_api(self, method: str, uri: str, query: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-        """Answer one API request; every outcome is an envelope, errors included."""
+    def handle_api(self, method: str, uri: str, query: str, headers: dict[str, str], body: bytes,
+                   arrived_at: float | None = None) -> dict[str, Any]:
+        """Answer one API request; every outcome is an envelope, errors included.
+
+        The limits count the call at `arrived_at` (time.time(); the kernel's receive time, from the
+        HTTP front), or now.
+        """
+        arrived_at = time.time() if arrived_at is None else arrived_at
         action = headers.get("x-tc-action", "")
         service = "?"
         key: tuple[str, str] | None = None
@@ -97,11 +103,11 @@ class Emulator:
                 raise ApiError("InvalidAction", f"The action {action!r} does not exist for {service} "
                                f"version {headers.get('x-tc-version', '')!r}.")
             key = (service, action)
-            self.limiter.begin(key)
+            self.limiter.begin(key, arrived_at)
             in_flight = key
             params = self._params(headers, body)
             # Like Tencent's gateway, the limit counts a call when it arrives; the latency delays its answer.
-            admitted = self.limiter.admit(key, params.get("TaskId"), params.get("FileIds"))
+            admitted = self.limiter.admit(key, arrived_at, params.get("TaskId"), params.get("FileIds"))
             self._inject_faults()
             if not admitted:
                 raise ApiError("RequestLimitExceeded", "The number of requests exceeds the frequency limit.")
@@ -112,7 +118,7 @@ class Emulator:
         except ApiError as error:
             if key is None and action:
                 key = (tc3.scope_service(headers), action)
-                self.limiter.count_call(key)
+                self.limiter.count_call(key, arrived_at)
             if key is not None:
                 self.limiter.count_error(key, error.code)
             return failure(error)

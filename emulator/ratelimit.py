@@ -8,10 +8,13 @@ count the calls being answered at this moment (`in_flight`, latency included)
 and the most seen at once, so a test can see how many calls a client keeps
 under way; and they keep the admitted calls in the order they were admitted
 (the newest `CALL_LOG_SIZE`), so a test can assert on the order of calls.
+Every call counts at its arrival time (`emulator.arrival`), as Tencent's
+gateway counts it, not when a thread got to it.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import Counter, deque
@@ -27,19 +30,36 @@ CALL_LOG_SIZE = 200_000
 class _ActionStats:
     total: int = 0
     errors: Counter = field(default_factory=Counter)
-    admitted: deque = field(default_factory=deque)
-    attempted: deque = field(default_factory=deque)
+    admitted: list = field(default_factory=list)  # arrival times, sorted
+    attempted: list = field(default_factory=list)
     max_admitted: int = 0
     max_attempted: int = 0
     max_in_flight: int = 0
 
 
-def _slide(window: deque, now: float) -> int:
-    """Drop timestamps older than one second, add `now`, return the window's size."""
-    while window and window[0] <= now - WINDOW_SECONDS:
-        window.popleft()
-    window.append(now)
-    return len(window)
+# Arrivals are stamped by the kernel but counted by threads, so one may be counted after a later one:
+# windows keep their arrival times sorted, and stamps older than this are forgotten.
+_KEPT_SECONDS = 3 * WINDOW_SECONDS
+
+
+def _in_window(window: list[float], end: float) -> int:
+    """How many arrivals fall in the one-second window that ends at `end` (inclusive)."""
+    return bisect.bisect_right(window, end) - bisect.bisect_right(window, end - WINDOW_SECONDS)
+
+
+def _busiest_with(window: list[float], at: float) -> int:
+    """The most arrivals in any one-second window that would hold `at`, were it added."""
+    # Those windows end at `at` or at a later arrival less than a second after it.
+    later = window[bisect.bisect_right(window, at):bisect.bisect_left(window, at + WINDOW_SECONDS)]
+    return 1 + max(_in_window(window, end) for end in (at, *later))
+
+
+def _add(window: list[float], at: float) -> int:
+    """Add an arrival at `at`; the most arrivals in any one-second window that holds it."""
+    busiest = _busiest_with(window, at)
+    bisect.insort(window, at)
+    del window[:bisect.bisect_left(window, window[-1] - _KEPT_SECONDS)]
+    return busiest
 
 
 class RateLimiter:
@@ -59,21 +79,21 @@ class RateLimiter:
             stats = self._stats[key] = _ActionStats()
         return stats
 
-    def _count_locked(self, key: tuple[str, str]) -> _ActionStats:
+    def _count_locked(self, key: tuple[str, str], at: float) -> _ActionStats:
         stats = self._get(key)
         stats.total += 1
-        stats.max_attempted = max(stats.max_attempted, _slide(stats.attempted, time.monotonic()))
+        stats.max_attempted = max(stats.max_attempted, _add(stats.attempted, at))
         return stats
 
-    def count_call(self, key: tuple[str, str]) -> None:
-        """Record an attempted call, whatever happens to it afterwards."""
+    def count_call(self, key: tuple[str, str], at: float | None = None) -> None:
+        """Record an attempted call that arrived `at` (time.time(); default now), whatever happens to it."""
         with self._lock:
-            self._count_locked(key)
+            self._count_locked(key, time.time() if at is None else at)
 
-    def begin(self, key: tuple[str, str]) -> None:
-        """Record an attempted call that is now being answered, in flight until `end`."""
+    def begin(self, key: tuple[str, str], at: float | None = None) -> None:
+        """Record an attempted call that arrived `at` and is now being answered, in flight until `end`."""
         with self._lock:
-            stats = self._count_locked(key)
+            stats = self._count_locked(key, time.time() if at is None else at)
             self._in_flight[key] += 1
             stats.max_in_flight = max(stats.max_in_flight, self._in_flight[key])
 
@@ -84,18 +104,17 @@ class RateLimiter:
             if self._in_flight[key] <= 0:
                 del self._in_flight[key]
 
-    def admit(self, key: tuple[str, str], task_id: Any = None, file_ids: Any = None) -> bool:
-        """True when the call fits in the action's one-second window (and is then counted in it and logged)."""
-        now = time.monotonic()
+    def admit(self, key: tuple[str, str], at: float | None = None, task_id: Any = None,
+              file_ids: Any = None) -> bool:
+        """True when the call that arrived `at` fits in the action's window (it is then counted and logged)."""
+        at = time.time() if at is None else at
         with self._lock:
             stats = self._get(key)
             limit = self._limits.get(key)
-            while stats.admitted and stats.admitted[0] <= now - WINDOW_SECONDS:
-                stats.admitted.popleft()
-            if limit is not None and len(stats.admitted) >= limit:
+            if limit is not None and _busiest_with(stats.admitted, at) > limit:
                 return False
-            stats.max_admitted = max(stats.max_admitted, _slide(stats.admitted, now))
-            self._calls.append({"service": key[0], "action": key[1], "at": time.time(), "task_id": task_id,
+            stats.max_admitted = max(stats.max_admitted, _add(stats.admitted, at))
+            self._calls.append({"service": key[0], "action": key[1], "at": at, "task_id": task_id,
                                 "file_ids": file_ids})
             return True
 

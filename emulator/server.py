@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from dataclasses import asdict
@@ -12,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 from emulator.actions import served_actions
 from emulator.answers import parse_answer
 from emulator.app import Emulator
+from emulator.arrival import StampedReads, arrival_or_now
 
 log = logging.getLogger("emulator.http")
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -37,6 +39,17 @@ class Handler(BaseHTTPRequestHandler):
     # An answer is written as headers, then body: with Nagle's algorithm the body waits for the
     # client's delayed ACK of the headers, ~40 ms on every keep-alive call.
     disable_nagle_algorithm = True
+
+    def setup(self) -> None:
+        super().setup()
+        # Read through the kernel's receive stamps: a call counts when it arrived (emulator.arrival).
+        self.rfile.close()
+        self._reads = StampedReads(self.connection)
+        self.rfile = io.BufferedReader(self._reads)
+
+    def handle_one_request(self) -> None:
+        self._reads.reset()
+        super().handle_one_request()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's signature
         log.debug("%s %s", self.address_string(), format % args)
@@ -75,7 +88,8 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(404, {"error": "not found"})
         else:
             headers = {name.lower(): value for name, value in self.headers.items()}
-            self._answer(200, emulator.handle_api("POST", url.path, url.query, headers, body))
+            self._answer(200, emulator.handle_api("POST", url.path, url.query, headers, body,
+                                                  arrival_or_now(self._reads)))
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         url = urlsplit(self.path)
@@ -93,7 +107,8 @@ class Handler(BaseHTTPRequestHandler):
             self._answer(200, {"status": "ok"})
         else:
             self._answer(200, emulator.handle_api("GET", path, url.query,
-                                                  {k.lower(): v for k, v in self.headers.items()}, b""))
+                                                  {k.lower(): v for k, v in self.headers.items()}, b"",
+                                                  arrival_or_now(self._reads)))
 
     def _update_faults(self, body: bytes) -> None:
         try:

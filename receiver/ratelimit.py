@@ -37,7 +37,7 @@ T = TypeVar("T")
 WINDOW_SECONDS = 1.0
 _IN_FLIGHT = math.inf
 # How much later than its neighbours a call may reach Tencent after its start (signing, scheduling, network).
-ARRIVAL_MARGIN_SECONDS = 0.05
+ARRIVAL_MARGIN_SECONDS = 0.03
 THROTTLE_PAUSE_SECONDS = 1.0  # after a RequestLimitExceeded, the action waits a full window
 THROTTLE_FACTOR = 0.75  # ... and goes on at this share of its rate,
 MIN_RATE_FACTOR = 0.25

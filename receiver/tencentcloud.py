@@ -96,8 +96,9 @@ class _Departing:
         if self.requests_sent == 0 and self.connected_at is not None:
             delay = max(0.0, NEW_CONNECTION_SECONDS - (time.monotonic() - self.connected_at))
         self.requests_sent += 1
-        departing(delay)
         super().request(*args, **kwargs)  # type: ignore[misc]
+        # Stamped once the bytes are out: a thread held up before sending must not count as gone earlier.
+        departing(delay)
 
 
 class _WarmAhead:

@@ -133,7 +133,9 @@ def test_calls_in_flight_and_the_admitted_calls_in_order(emulator):
         *[("mps", "DescribeTasks", None, None)] * 5,
     ]
     times = [c["at"] for c in calls]
-    assert times == sorted(times) and started <= times[0] and times[-1] <= time.time()
+    # Logged as admitted, stamped as they arrived (the six concurrent calls may have come in another order).
+    assert started <= times[0] <= min(times[1:7]) and max(times[1:7]) <= times[7]
+    assert times[7:] == sorted(times[7:]) and times[-1] <= time.time()
     assert times[7] - times[1] >= 0.8  # admitted on arrival: the latency delayed the answers that came between
     only = requests.get(emulator.url + "/_emulator/calls", params={"service": "mps", "action": "DescribeTaskDetail"},
                         timeout=5).json()["calls"]
