@@ -17,8 +17,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from receiver import metrics
 from receiver.auth import AMS_SIGNATURE_HEADER, AuthenticationError
 from receiver.config import PRODUCTS, Settings
+from receiver.health import HealthBoard, HealthUnavailable
 from receiver.inbox import Inbox, InboxUnavailable
 from receiver.intake import Intake, InvalidPayload, UnsupportedFormat
+from receiver.stores import health_board_beside
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +140,11 @@ def healthz() -> Response:
 def readyz() -> Response:
     """Ready while the inbox takes writes; degraded (still 200) while a worker reports trouble."""
     inbox: Inbox = current_app.extensions["receiver.inbox"]
+    board: HealthBoard = current_app.extensions["receiver.health"]
     try:
         inbox.check_writable()
-        reported = inbox.health()
-    except InboxUnavailable:
+        reported = board.statuses()
+    except (InboxUnavailable, HealthUnavailable):
         checks = {"inbox": "unavailable", "sink": "unknown", "tencentcloud": "unknown"}
         response = jsonify({"status": "unavailable", "checks": checks})
         response.status_code = 503
@@ -177,8 +180,9 @@ def _unexpected_error(error: Exception) -> Response:
     return _error(500, "InternalError", "internal error")
 
 
-def create_app(settings: Settings, inbox: Inbox) -> Flask:
-    """The WSGI application: routes, error answers and the intake bound to `inbox`."""
+def create_app(settings: Settings, inbox: Inbox, health: HealthBoard | None = None) -> Flask:
+    """The WSGI application: routes, error answers and the intake bound to `inbox`; /readyz reads `health`
+    (by default the board beside the inbox)."""
     app = Flask("receiver")
     # Werkzeug answers /callbacks//mps with a redirect whose Location (and HTML
     # body) echo the query string, the URL token with it: no redirects at all.
@@ -189,6 +193,7 @@ def create_app(settings: Settings, inbox: Inbox) -> Flask:
     intake = Intake(settings, inbox)
     app.extensions["receiver.settings"] = settings
     app.extensions["receiver.inbox"] = inbox
+    app.extensions["receiver.health"] = health or health_board_beside(inbox)
     app.extensions["receiver.intake"] = intake
     app.register_blueprint(routes)
     app.register_error_handler(HTTPException, _http_error)

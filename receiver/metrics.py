@@ -23,7 +23,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from receiver.inbox import STATES, Inbox
+from receiver.inbox import STATES, InboxStats
 
 CALLBACKS = Counter(
     "receiver_callbacks_total",
@@ -41,7 +41,7 @@ CALLBACK_SECONDS = Histogram(
 class InboxCollector:
     """Records per inbox state and rejections per reason, read from the inbox when scraped."""
 
-    def __init__(self, inbox: Inbox):
+    def __init__(self, inbox: InboxStats):
         self._inbox = inbox
 
     def collect(self) -> Iterable[Metric]:
@@ -62,7 +62,7 @@ class InboxCollector:
         yield reasons
 
 
-def render(inbox: Inbox) -> tuple[bytes, str]:
+def render(inbox: InboxStats) -> tuple[bytes, str]:
     """The text exposition of every metric, and its content type."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         counters = CollectorRegistry()

@@ -7,7 +7,6 @@ the table, as web instances and workers on different machines do.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -18,8 +17,7 @@ import pytest
 
 from receiver.config import ConfigError, load_settings
 from receiver.idempotency import CLAIMED, IdempotencyStore
-from receiver.inbox import InboxUnavailable, Outcome, Settlement, open_inbox
-from receiver.inbox import sqs as sqs_inbox
+from receiver.inbox import InboxUnavailable, Outcome, Settlement, open_inbox, sqs_dead_letters
 from receiver.inbox.sqs import SqsInbox
 from receiver.records import CallbackRecord, new_record_id
 from tests.moto_fixtures import MotoServer, create_inbox_queue, create_table, drain
@@ -79,11 +77,6 @@ def test_open_inbox_builds_the_sqs_inbox_from_the_environment(deployment):
     inbox = open_inbox(settings)
     assert isinstance(inbox, SqsInbox) and inbox.queue_url == deployment.queue_url
     inbox.check_writable()
-    assert inbox.health() == {}
-    inbox.set_health("sink", "failing", "ClientError", time.time())
-    inbox.set_health("tencentcloud", "ok", "", time.time())
-    inbox.set_health("sink", "ok", "", time.time())
-    assert deployment.inbox().health() == {"sink": "ok", "tencentcloud": "ok"}
 
 
 def test_a_queue_without_a_dead_letter_queue_is_refused(deployment):
@@ -192,7 +185,7 @@ def test_bury_moves_the_record_to_the_dead_letter_queue_with_its_error(deploymen
 
 
 def test_dead_letters_are_listed_and_replayed_from_the_dead_letter_queue(deployment, monkeypatch):
-    monkeypatch.setattr(sqs_inbox, "DEAD_LETTER_PEEK_SECONDS", 2)
+    monkeypatch.setattr(sqs_dead_letters, "DEAD_LETTER_PEEK_SECONDS", 2)
     inbox = deployment.inbox()
     callbacks = [record() for _ in range(3)]
     for callback in callbacks:
@@ -272,52 +265,3 @@ def test_a_deferred_record_comes_back_at_once(deployment):
     assert again.record.id == callback.id
 
 
-# --- forwarding once across hosts ------------------------------------------------------------------
-
-
-def test_an_event_claimed_by_one_worker_is_not_sent_by_another(deployment):
-    worker_a, worker_b = deployment.inbox(), deployment.inbox()
-    assert worker_a.already_forwarded(["e1", "e2"]) == set()  # claimed by a
-    answer: dict[str, set[str]] = {}
-    waiting = threading.Thread(target=lambda: answer.setdefault("b", worker_b.already_forwarded(["e2", "e3"])))
-    waiting.start()
-    time.sleep(0.3)  # b is waiting for a's claim of e2 (its answer must not come before a's mark)
-    assert "b" not in answer
-    worker_a.mark_forwarded(["e1", "e2"], time.time())
-    waiting.join(timeout=10)
-    assert answer["b"] == {"e2"}  # e3 is b's to send
-    worker_b.mark_forwarded(["e3"], time.time())
-    assert worker_a.already_forwarded(["e1", "e2", "e3"]) == {"e1", "e2", "e3"}
-
-
-def test_a_sink_failure_releases_the_claims_at_once(deployment):
-    worker_a, worker_b = deployment.inbox(), deployment.inbox()
-    callback = record()
-    worker_a.accept(callback)
-    claim_until(worker_a, 1)
-    assert worker_a.already_forwarded(["e-fail"]) == set()
-    # the sink refused the event: the worker retries its record later, and lets the event go
-    worker_a.retry_later(OWNER, callback.id, "sink down", time.time() + 60, time.time())
-    started = time.monotonic()
-    assert worker_b.already_forwarded(["e-fail"]) == set()
-    assert time.monotonic() - started < 2
-
-
-def test_the_claim_of_a_worker_that_died_runs_out_with_its_lease(deployment, monkeypatch):
-    monkeypatch.setattr(sqs_inbox, "MIN_EVENT_CLAIM_SECONDS", 0.5)
-    dying, successor = deployment.inbox(), deployment.inbox()
-    dying.accept(record())
-    claim_until(dying, 1, lease=1)  # the event claims last as long as this lease
-    assert dying.already_forwarded(["e-dead"]) == set()
-    # it dies before sending: the successor gets the event once the claim has run out
-    assert successor.already_forwarded(["e-dead"]) == set()
-
-
-def test_a_claim_that_outlives_the_patience_fails_the_pass(deployment, monkeypatch):
-    monkeypatch.setattr(sqs_inbox, "EVENT_WAIT_SECONDS", 0.5)
-    holder, other = deployment.inbox(), deployment.inbox()
-    assert holder.already_forwarded(["e-slow"]) == set()
-    with pytest.raises(sqs_inbox.EventStillInProgress):
-        other.already_forwarded(["e-free", "e-slow"])
-    # what the failed pass had claimed is released for the next try
-    assert holder.already_forwarded(["e-free"]) == set()

@@ -23,19 +23,16 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Protocol
 
 from receiver.config import ConfigError, Settings
-from receiver.records import CallbackRecord
+from receiver.records import ORIGIN_CALLBACK, ORIGIN_SWEEPER, CallbackRecord
 
 STATES = ("pending", "leased", "done", "rejected", "dead")
 
 
 class InboxUnavailable(Exception):
     """The inbox cannot durably store a record right now; the sender should retry."""
-
-
-class EventStillInProgress(Exception):
-    """Another worker is still forwarding one of these events: the worker looks again shortly."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +42,32 @@ class AcceptResult:
 
 
 # Claim order (SPEC 6): a callback's first Describe call, then look-agains and
-# retries, then tasks the sweeper found.
+# retries, then tasks the sweeper found. The policy is here, for every backend.
 PRIORITY_FIRST_CALL = 0
 PRIORITY_LOOK_AGAIN = 1
 PRIORITY_SWEPT = 2
+# A record's origin decides where it goes when it arrives and when it is looked at again.
+ARRIVAL_PRIORITY = {ORIGIN_CALLBACK: PRIORITY_FIRST_CALL, ORIGIN_SWEEPER: PRIORITY_SWEPT}
+RETRY_PRIORITY = {ORIGIN_CALLBACK: PRIORITY_LOOK_AGAIN, ORIGIN_SWEEPER: PRIORITY_SWEPT}
+
+
+def arrival_priority(record: CallbackRecord) -> int:
+    return ARRIVAL_PRIORITY.get(record.origin, PRIORITY_FIRST_CALL)
+
+
+def retry_priority(record: CallbackRecord) -> int:
+    return RETRY_PRIORITY.get(record.origin, PRIORITY_LOOK_AGAIN)
+
+
+def delivery_priority(record: CallbackRecord, delivery: int) -> int:
+    """For a backend that knows only how often a record was delivered (SQS): after the first, a look-again."""
+    return arrival_priority(record) if delivery <= 1 else retry_priority(record)
+
+
+def priority_sql(priorities: dict[str, int], default: int) -> str:
+    """The same policy as an SQL expression over a row's `origin`, for a backend that settles in SQL."""
+    cases = " ".join(f"WHEN '{origin}' THEN {priority}" for origin, priority in sorted(priorities.items()))
+    return f"CASE origin {cases} ELSE {default} END"
 
 
 @dataclass(frozen=True)
@@ -63,6 +82,11 @@ class ClaimedRecord:
     def waiting_since(self) -> float:
         """Where the patience for a lagging answer starts: the latest copy of the callback."""
         return max(self.record.received_at, self.patience_from or 0.0)
+
+
+def in_claim_order(claimed: list[ClaimedRecord]) -> list[ClaimedRecord]:
+    """A claimed batch as the worker takes it up: by priority, then by id."""
+    return sorted(claimed, key=lambda c: (c.priority, c.record.id))
 
 
 class Outcome(enum.Enum):
@@ -133,43 +157,27 @@ class Inbox(ABC):
         self.settle(owner, [Settlement(record_id, Outcome.DEAD, error)], now)
 
     @abstractmethod
+    def close(self) -> None: ...
+
+
+class InboxStats(Protocol):
+    """What /metrics reads of an inbox."""
+
     def counts_by_state(self) -> dict[str, int]: ...
 
-    @abstractmethod
     def rejections_by_reason(self) -> dict[str, int]: ...
 
-    @abstractmethod
-    def already_forwarded(self, event_ids: list[str]) -> set[str]:
-        """Which of these event ids this deployment has forwarded before."""
 
-    @abstractmethod
-    def mark_forwarded(self, event_ids: list[str], now: float) -> None: ...
-
-    def known_forwarded(self, event_ids: list[str]) -> set[str]:
-        """Which of these event ids are known forwarded, read without claiming anything.
-
-        The sweeper skips those tasks. An inbox that cannot tell cheaply answers
-        none: the records are enqueued, and the worker finds them forwarded.
-        """
-        return set()
-
-    @abstractmethod
-    def set_health(self, component: str, status: str, detail: str, now: float) -> None:
-        """Workers record how Tencent Cloud and the sink answer, for /readyz of every web process."""
-
-    @abstractmethod
-    def health(self) -> dict[str, str]: ...
-
-    @abstractmethod
-    def close(self) -> None: ...
+class DeadLetterStore(Protocol):
+    """What `python -m receiver.deadletters` reads and replays."""
 
     def dead_letters(self, limit: int) -> list[tuple[CallbackRecord, int, str]]:
         """Dead records, newest first: the record, its attempts and its last error."""
-        raise NotImplementedError(f"{type(self).__name__} keeps its dead letters elsewhere")
+        ...
 
     def replay_dead(self, ids: list[str] | None, now: float) -> int:
         """Make dead records (all, or those of `ids`) pending again with fresh attempts; how many."""
-        raise NotImplementedError(f"{type(self).__name__} keeps its dead letters elsewhere")
+        ...
 
 
 def open_inbox(settings: Settings) -> Inbox:

@@ -16,8 +16,9 @@ It reads top to bottom like the loop it is (SPEC 6, 8); each round:
    reject with a reason, retry (look again later, or try again after an
    error), bury, or defer (not worked on: the worker is stopping);
 5. **forward** the finished units' events in whole batches of 10, on a
-   thread of its own while the loop goes on, and **settle** every verdict in
-   one place (`_settlement`);
+   thread of its own while the loop goes on, each event once per deployment
+   (the forwarded-events ledger), and **settle** every verdict in one place
+   (`receiver.worker.forwarding`);
 6. **extend the leases** of every record still in hand (heartbeat), so slow
    work is never claimed twice.
 
@@ -43,20 +44,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from receiver.config import Settings
-from receiver.inbox import ClaimedRecord, EventStillInProgress, Inbox, Outcome, Settlement
+from receiver.health import HealthBoard
+from receiver.inbox import ClaimedRecord, Inbox
+from receiver.ledger import ForwardedLedger
 from receiver.ratelimit import HostQuota, host_quotas, quota_directory, worker_limits
-from receiver.reconcile import (
-    Forward,
-    Reject,
-    describe_call,
-)
+from receiver.reconcile import describe_call
 from receiver.records import RESOLVE_BY_SESSION_ID, RESOLVE_BY_TASK_ID, VOD_FILE_EVENTS, file_ids
 from receiver.scheduler import DescribeScheduler
-from receiver.sinks import Sink, encode_event
+from receiver.sinks import Sink
+from receiver.stores import health_board_beside, ledger_beside
 from receiver.tencentcloud import Failure
+from receiver.worker.forwarding import Forwarder, Outbox
 from receiver.worker.reconciling import MEDIA_INFOS_PER_CALL, Reconciler
-from receiver.worker.units import NO_CALL, Bury, Defer, Judged, Retry, Unit, Verdict, call_key
-from schemas.event import NormalizedEventSchema
+from receiver.worker.units import NO_CALL, Defer, Judged, Unit, call_key
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +66,7 @@ PEEK_SECONDS = 0.5
 IN_HAND_MAX = 2_000  # records one process holds at most
 IDLE_POLL_SECONDS = 0.05
 BUSY_POLL_SECONDS = 0.025  # a busy loop looks for room to start work at least this often
-SINK_BATCH = 10  # events per sink call (SQS SendMessageBatch takes 10)
-# The longest a finished record waits for a full batch while the worker is busy: at 20 events/s (the
-# slowest action's limit) that is two full batches. A worker with no batch's worth coming forwards at once.
-FLUSH_SECONDS = 1.0
 STOP_SECONDS = 15.0  # calls in flight at a stop get this long to finish
-LOOK_AGAIN_SECONDS = 1.0
 # Final answers kept in memory; the oldest are forgotten first.
 
 
@@ -85,27 +80,27 @@ class Worker:
         owner: str | None = None,
         clock: Callable[[], float] = time.time,
         quotas: dict[tuple[str, str], HostQuota] | None = None,
+        ledger: ForwardedLedger | None = None,
+        health: HealthBoard | None = None,
     ):
-        """`tencentcloud` answers `call(DescribeCall)` (a `receiver.tencentcloud.TencentCloud`), None without keys."""
+        """`tencentcloud` answers `call(DescribeCall)` (a `receiver.tencentcloud.TencentCloud`), None without keys.
+
+        The ledger and the health board are those beside the inbox unless given.
+        """
         self.settings = settings
         self.inbox = inbox
+        self.ledger = ledger or ledger_beside(inbox)
+        self.health = health or health_board_beside(inbox)
         self.sink = sink
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.clock = clock
         self.lease_seconds = settings.worker_lease_seconds
         self.stopping = threading.Event()
-        self.scheduler: DescribeScheduler | None = None
-        if tencentcloud is not None:
-            if quotas is None:
-                directory = quota_directory(settings.tencentcloud_secret_id or "", settings.endpoints)
-                quotas = host_quotas(directory, worker_limits(settings.rate_limits,
-                                                              settings.tencentcloud_quota_share))
-            self.scheduler = DescribeScheduler(tencentcloud.call, quotas, settings.tencentcloud_max_in_flight)
+        self.scheduler = _scheduler(settings, tencentcloud, quotas)
         self._thread_count = self.scheduler.threads_needed if self.scheduler else 1
         self._threads = ThreadPoolExecutor(self._thread_count, thread_name_prefix="reconcile")
         self._health: dict[str, str] = {}
         self.reconciler = Reconciler(settings, self.scheduler, clock, self._report)
-        self._schema = NormalizedEventSchema()
         # What the loop holds: every record in hand, units not started yet (per action, by priority),
         # task units not started yet by call (a later callback of the task joins its unit), units running,
         # and verdicts waiting to be forwarded and settled.
@@ -118,26 +113,19 @@ class Worker:
         self._done: queue.Queue[tuple[tuple[str, str], Judged]] = queue.Queue()
         # Finished verdicts wait in the outbox for the forwarding thread, which sends them in batches and
         # settles them while the loop goes on claiming and starting: a slow sink never idles the quota.
-        self._outbox: Judged = []
-        self._outbox_since = 0.0
-        self._outbox_changed = threading.Condition()
-        self._idle = True
-        self._coming = 0  # units started or waiting: verdicts still to come
-        self._loop_done = False  # set at the stop, once no more verdicts can come
-        self._forwarder: threading.Thread | None = None
+        self._outbox = Outbox()
+        self.forwarder = Forwarder(inbox, self.ledger, sink, self.owner, self.lease_seconds, clock,
+                                   self.reconciler.failed, self._report)
+        self._forwarding: threading.Thread | None = None
         self._hand_lock = threading.Lock()  # _in_hand: added to by the loop, settled by the forwarder
         self._last_peek = self._next_claim = self._last_heartbeat = 0.0
         # Events the sink took before a crash kept them from being marked: not again.
-        recovered = sink.recover_forwarded_ids()
-        if recovered:
-            inbox.mark_forwarded(sorted(recovered), clock())
-
-    # --- the loop ---------------------------------------------------------------------
+        self.ledger.record_forwarded(sorted(sink.recover_forwarded_ids()), clock())
 
     def run_forever(self) -> None:
         self._start_threads()
-        self._forwarder = threading.Thread(target=self._forward_until_stopped, name="forwarder", daemon=True)
-        self._forwarder.start()
+        self._forwarding = threading.Thread(target=self._forward_until_stopped, name="forwarder", daemon=True)
+        self._forwarding.start()
         log.info("worker %s started", self.owner)
         if self.scheduler is None:
             self._report("tencentcloud", "failing", "no TENCENTCLOUD_SECRET_ID / _KEY: callbacks wait in the inbox")
@@ -164,8 +152,8 @@ class Worker:
         self._claim(now)
         self._start_units()
         self._collect(BUSY_POLL_SECONDS if self._busy else IDLE_POLL_SECONDS)
-        self._coming = self._running_total + sum(len(waiting) for waiting in self._waiting.values())
-        self._set_idle(not self._busy)
+        self._outbox.expect(self._running_total + sum(len(waiting) for waiting in self._waiting.values()),
+                            idle=not self._busy)
         self._extend_leases(time.monotonic())
 
     def run_once(self) -> int:
@@ -175,7 +163,7 @@ class Worker:
         self._start_units(ignore_room=True)
         while self._running_total:
             self._collect(1.0)
-        self._forward_and_settle(self._take_outbox())
+        self._forward_and_settle(self._outbox.take_all())
         return len(claimed)
 
     def stop(self) -> None:
@@ -190,13 +178,11 @@ class Worker:
         deadline = time.monotonic() + STOP_SECONDS
         while self._running_total and time.monotonic() < deadline:
             self._collect(0.1)
-        with self._outbox_changed:
-            self._idle = self._loop_done = True
-            self._outbox_changed.notify()
-        if self._forwarder is not None:
-            self._forwarder.join(STOP_SECONDS)  # it stops once the outbox is empty and the loop stopped
+        self._outbox.close()
+        if self._forwarding is not None:
+            self._forwarding.join(STOP_SECONDS)  # it stops once the outbox is empty and the loop stopped
         else:
-            self._forward_and_settle(self._take_outbox())
+            self._forward_and_settle(self._outbox.take_all())
         self._threads.shutdown(wait=False, cancel_futures=True)
 
     @property
@@ -331,140 +317,30 @@ class Worker:
             except queue.Empty:
                 done = None
 
-    # --- handing over to forwarding ------------------------------------------------------
+    # --- 4 and 5. handing over to forwarding (receiver.worker.forwarding) ---------------
 
     def _hand_over(self, judged: Judged) -> None:
-        if not judged:
-            return
-        with self._outbox_changed:
-            if not self._outbox:
-                self._outbox_since = time.monotonic()
-            self._outbox.extend(judged)
-            self._outbox_changed.notify()
-
-    def _set_idle(self, idle: bool) -> None:
-        """An idle loop has nothing more coming soon: what waits in the outbox goes at once."""
-        with self._outbox_changed:
-            self._idle = idle
-            if idle:
-                self._outbox_changed.notify()
-
-    def _take_outbox(self) -> Judged:
-        with self._outbox_changed:
-            judged, self._outbox = self._outbox, []
-            return judged
-
-    # --- 5. forwarding and settling ---------------------------------------------------------
+        self._outbox.put(judged)
 
     def _forward_until_stopped(self) -> None:
-        """The forwarding thread: whole batches of 10 events; what waited FLUSH_SECONDS; all, when no batch's worth
-        is coming."""
-        while True:
-            with self._outbox_changed:
-                while not self._ready_to_forward():
-                    if self._loop_done and not self._outbox:
-                        return
-                    wait = FLUSH_SECONDS - (time.monotonic() - self._outbox_since) if self._outbox else None
-                    self._outbox_changed.wait(wait if wait is None else max(wait, 0.001))
-                judged = self._batch_from_outbox()
+        """The forwarding thread."""
+        while (judged := self._outbox.next_batch()) is not None:
             try:
                 self._forward_and_settle(judged)
             except Exception:  # noqa: BLE001 - their leases run out and they are claimed again
                 log.exception("forwarding and settling %d record(s) failed", len(judged))
 
-    def _batch_from_outbox(self) -> Judged:
-        """All that waits; but a busy worker's events beyond whole batches of 10 wait for the next."""
-        judged, self._outbox = self._outbox, []
-        if self._idle or time.monotonic() - self._outbox_since >= FLUSH_SECONDS or self._coming < SINK_BATCH:
-            return judged
-        forwards = [index for index, (_, verdict) in enumerate(judged) if isinstance(verdict, Forward)]
-        later = set(forwards[len(forwards) - len(forwards) % SINK_BATCH:])
-        self._outbox = [pair for index, pair in enumerate(judged) if index in later]
-        self._outbox_since = time.monotonic() if self._outbox else 0.0
-        return [pair for index, pair in enumerate(judged) if index not in later]
-
-    def _ready_to_forward(self) -> bool:
-        if not self._outbox:
-            return False
-        events = sum(isinstance(verdict, Forward) for _, verdict in self._outbox)
-        # Waiting pays only when enough is coming to fill a batch.
-        return (events >= SINK_BATCH or self._idle or events + self._coming < SINK_BATCH
-                or time.monotonic() - self._outbox_since >= FLUSH_SECONDS)
-
     def _forward_and_settle(self, judged: Judged) -> None:
         if not judged:
             return
         try:
-            judged = self._forward(judged)
-            now = self.clock()
-            self.inbox.settle(self.owner, [self._settlement(item, verdict, now) for item, verdict in judged], now)
+            self.forwarder.forward_and_settle(judged)
         finally:
             # Settled, or not: either way no longer held. Records left unsettled by a failure keep their
             # lease until it runs out and are claimed again (what was sent is known forwarded by then).
             with self._hand_lock:
                 for item, _ in judged:
                     self._in_hand.pop(item.record.id, None)
-
-    def _forward(self, judged: Judged) -> Judged:
-        """Send each event once per deployment; what the sink took stays Forward, the rest becomes a retry."""
-        outgoing: Judged = []
-        result: Judged = []
-        for item, verdict in judged:
-            if not isinstance(verdict, Forward):
-                result.append((item, verdict))
-                continue
-            try:  # an event that cannot be forwarded fails its own record, not the batch
-                self._schema.load(verdict.event)
-                encode_event(verdict.event)
-            except Exception as error:  # noqa: BLE001 - invalid or unencodable: retried, then buried
-                log.error("the event of callback %s cannot be forwarded: %s", item.record.id, error)
-                result.append((item, self.reconciler.failed(item, Failure.OTHER, error)))
-                continue
-            outgoing.append((item, verdict))
-        if not outgoing:
-            return result
-        now = self.clock()
-        ids = list({verdict.event["event_id"] for _, verdict in outgoing})
-        try:
-            seen = self.inbox.already_forwarded(ids)
-        except EventStillInProgress as error:
-            # Another worker is sending one of these right now: look again once it is done.
-            return result + [(item, Retry(str(error), now + LOOK_AGAIN_SECONDS)) for item, _ in outgoing]
-        fresh: dict[str, dict[str, Any]] = {}
-        for _, verdict in outgoing:
-            if verdict.event["event_id"] not in seen:
-                fresh.setdefault(verdict.event["event_id"], verdict.event)
-        try:
-            self.sink.send(list(fresh.values()))
-        except Exception as error:  # noqa: BLE001 - any sink failure keeps the events it did not take
-            self._report("sink", "failing", type(error).__name__)
-            delivered = sorted(set(fresh) & set(getattr(error, "delivered", ())))
-            self.inbox.mark_forwarded(delivered, now)
-            sent = seen | set(delivered)
-            failed = self.reconciler.failed
-            return result + [
-                (item, verdict if verdict.event["event_id"] in sent else failed(item, Failure.OTHER, error))
-                for item, verdict in outgoing
-            ]
-        self.inbox.mark_forwarded(list(fresh), now)
-        self._report("sink", "ok", "")
-        if fresh:
-            log.info("forwarded %d event(s) for %d callback(s)", len(fresh), len(outgoing))
-        return result + outgoing
-
-    def _settlement(self, item: ClaimedRecord, verdict: Verdict, now: float) -> Settlement:
-        """Every verdict becomes an inbox outcome here."""
-        record_id = item.record.id
-        if isinstance(verdict, Forward):
-            return Settlement(record_id, Outcome.DONE if verdict.confirmed else Outcome.UNCONFIRMED)
-        if isinstance(verdict, Reject):
-            log.warning("rejected callback %s (%s): %s", record_id, verdict.reason, verdict.detail)
-            return Settlement(record_id, Outcome.REJECTED, verdict.reason)
-        if isinstance(verdict, Retry):
-            return Settlement(record_id, Outcome.RETRY, verdict.error, max(verdict.at, now))
-        if isinstance(verdict, Bury):
-            return Settlement(record_id, Outcome.DEAD, verdict.error)
-        return Settlement(record_id, Outcome.DEFERRED)
 
     # --- 6. leases ----------------------------------------------------------------------
 
@@ -484,9 +360,20 @@ class Worker:
             return
         self._health[component] = status
         try:
-            self.inbox.set_health(component, status, detail, self.clock())
+            self.health.post(component, status, detail, self.clock())
         except Exception:  # noqa: BLE001 - health is advisory; never fail a round for it
             log.warning("could not record %s health", component)
+
+
+def _scheduler(settings: Settings, tencentcloud: Any | None,
+               quotas: dict[tuple[str, str], HostQuota] | None) -> DescribeScheduler | None:
+    """The host's Describe quotas (shared with its other worker processes) and the calls made under them."""
+    if tencentcloud is None:
+        return None
+    if quotas is None:
+        directory = quota_directory(settings.tencentcloud_secret_id or "", settings.endpoints)
+        quotas = host_quotas(directory, worker_limits(settings.rate_limits, settings.tencentcloud_quota_share))
+    return DescribeScheduler(tencentcloud.call, quotas, settings.tencentcloud_max_in_flight)
 
 
 def _file_units(files: list[tuple[ClaimedRecord, list[str]]]) -> Iterator[Unit]:

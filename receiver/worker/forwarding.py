@@ -1,0 +1,183 @@
+"""Step 5 of the worker's loop: forward the finished units' events in whole batches, and settle every verdict.
+
+The loop hands verdicts to the `Outbox`; the forwarding thread takes them
+out in batches (`Outbox.next_batch`) and the `Forwarder` sends each event
+once per deployment (through the forwarded-events ledger) and settles every
+verdict in one place (`settlement`). A slow sink never idles the quota: the
+loop goes on claiming and starting while a batch is being sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from receiver.inbox import ClaimedRecord, Inbox, Outcome, Settlement
+from receiver.ledger import EventStillInProgress, ForwardedLedger
+from receiver.reconcile import Forward, Reject
+from receiver.sinks import Sink, encode_event
+from receiver.tencentcloud import Failure
+from receiver.worker.units import Bury, Judged, Retry, Verdict
+from schemas.event import NormalizedEventSchema
+
+log = logging.getLogger(__name__)
+
+SINK_BATCH = 10  # events per sink call (SQS SendMessageBatch takes 10)
+# The longest a finished record waits for a full batch while the worker is busy: at 20 events/s (the
+# slowest action's limit) that is two full batches. A worker with no batch's worth coming forwards at once.
+FLUSH_SECONDS = 1.0
+LOOK_AGAIN_SECONDS = 1.0
+
+
+class Outbox:
+    """Verdicts waiting for the forwarding thread, and what it needs to know to batch them."""
+
+    def __init__(self) -> None:
+        self._judged: Judged = []
+        self._since = 0.0
+        self._changed = threading.Condition()
+        self._idle = True
+        self._coming = 0  # units started or waiting: verdicts still to come
+        self._done = False  # set at the stop, once no more verdicts can come
+
+    def put(self, judged: Judged) -> None:
+        if not judged:
+            return
+        with self._changed:
+            if not self._judged:
+                self._since = time.monotonic()
+            self._judged.extend(judged)
+            self._changed.notify()
+
+    def expect(self, coming: int, idle: bool) -> None:
+        """How many verdicts are still to come; an idle loop has nothing coming soon: what waits goes at once."""
+        with self._changed:
+            self._coming = coming
+            self._idle = idle
+            if idle:
+                self._changed.notify()
+
+    def close(self) -> None:
+        """No more verdicts: the forwarding thread takes what is left, then stops."""
+        with self._changed:
+            self._idle = self._done = True
+            self._changed.notify()
+
+    def take_all(self) -> Judged:
+        with self._changed:
+            judged, self._judged = self._judged, []
+            return judged
+
+    def next_batch(self) -> Judged | None:
+        """Whole batches of 10 events; what waited FLUSH_SECONDS; all, when no batch's worth is coming.
+        None once closed and empty."""
+        with self._changed:
+            while not self._ready():
+                if self._done and not self._judged:
+                    return None
+                wait = FLUSH_SECONDS - (time.monotonic() - self._since) if self._judged else None
+                self._changed.wait(wait if wait is None else max(wait, 0.001))
+            return self._batch()
+
+    def _ready(self) -> bool:
+        if not self._judged:
+            return False
+        events = sum(isinstance(verdict, Forward) for _, verdict in self._judged)
+        # Waiting pays only when enough is coming to fill a batch.
+        return (events >= SINK_BATCH or self._idle or events + self._coming < SINK_BATCH
+                or time.monotonic() - self._since >= FLUSH_SECONDS)
+
+    def _batch(self) -> Judged:
+        """All that waits; but a busy worker's events beyond whole batches of 10 wait for the next."""
+        judged, self._judged = self._judged, []
+        if self._idle or time.monotonic() - self._since >= FLUSH_SECONDS or self._coming < SINK_BATCH:
+            return judged
+        forwards = [index for index, (_, verdict) in enumerate(judged) if isinstance(verdict, Forward)]
+        later = set(forwards[len(forwards) - len(forwards) % SINK_BATCH:])
+        self._judged = [pair for index, pair in enumerate(judged) if index in later]
+        self._since = time.monotonic() if self._judged else 0.0
+        return [pair for index, pair in enumerate(judged) if index not in later]
+
+
+class Forwarder:
+    """Sends a batch's events once per deployment, then settles every verdict of the batch."""
+
+    def __init__(self, inbox: Inbox, ledger: ForwardedLedger, sink: Sink, owner: str, hold_seconds: float,
+                 clock: Callable[[], float], failed: Callable[[ClaimedRecord, Failure, BaseException], Verdict],
+                 report: Callable[[str, str, str], None]):
+        self.inbox = inbox
+        self.ledger = ledger
+        self.sink = sink
+        self.owner = owner
+        self.hold_seconds = hold_seconds  # the records' lease: a dead worker's claims run out with it
+        self.clock = clock
+        self._failed = failed
+        self._report = report
+        self._schema = NormalizedEventSchema()
+
+    def forward_and_settle(self, judged: Judged) -> None:
+        judged = self.forward(judged)
+        now = self.clock()
+        self.inbox.settle(self.owner, [settlement(item, verdict, now) for item, verdict in judged], now)
+
+    def forward(self, judged: Judged) -> Judged:
+        """Send each event once per deployment; what the sink took stays Forward, the rest becomes a retry."""
+        outgoing: Judged = []
+        result: Judged = []
+        for item, verdict in judged:
+            if not isinstance(verdict, Forward):
+                result.append((item, verdict))
+                continue
+            try:  # an event that cannot be forwarded fails its own record, not the batch
+                self._schema.load(verdict.event)
+                encode_event(verdict.event)
+            except Exception as error:  # noqa: BLE001 - invalid or unencodable: retried, then buried
+                log.error("the event of callback %s cannot be forwarded: %s", item.record.id, error)
+                result.append((item, self._failed(item, Failure.OTHER, error)))
+                continue
+            outgoing.append((item, verdict))
+        return result + self._send(outgoing) if outgoing else result
+
+    def _send(self, outgoing: Judged) -> Judged:
+        now = self.clock()
+        try:
+            claims = self.ledger.claim([verdict.event["event_id"] for _, verdict in outgoing], self.hold_seconds, now)
+        except EventStillInProgress as error:
+            # Another worker is sending one of these right now: look again once it is done.
+            return [(item, Retry(str(error), now + LOOK_AGAIN_SECONDS)) for item, _ in outgoing]
+        fresh: dict[str, dict[str, Any]] = {}
+        for _, verdict in outgoing:
+            if verdict.event["event_id"] not in claims.forwarded:
+                fresh.setdefault(verdict.event["event_id"], verdict.event)
+        try:
+            self.sink.send(list(fresh.values()))
+        except Exception as error:  # noqa: BLE001 - any sink failure keeps the events it did not take
+            self._report("sink", "failing", type(error).__name__)
+            delivered = sorted(set(fresh) & set(getattr(error, "delivered", ())))
+            self.ledger.settle(claims, delivered, now)  # the others are free at once for the retry
+            sent = claims.forwarded | set(delivered)
+            return [(item, verdict if verdict.event["event_id"] in sent else self._failed(item, Failure.OTHER, error))
+                    for item, verdict in outgoing]
+        self.ledger.settle(claims, list(fresh), now)
+        self._report("sink", "ok", "")
+        if fresh:
+            log.info("forwarded %d event(s) for %d callback(s)", len(fresh), len(outgoing))
+        return outgoing
+
+
+def settlement(item: ClaimedRecord, verdict: Verdict, now: float) -> Settlement:
+    """Every verdict becomes an inbox outcome here."""
+    record_id = item.record.id
+    if isinstance(verdict, Forward):
+        return Settlement(record_id, Outcome.DONE if verdict.confirmed else Outcome.UNCONFIRMED)
+    if isinstance(verdict, Reject):
+        log.warning("rejected callback %s (%s): %s", record_id, verdict.reason, verdict.detail)
+        return Settlement(record_id, Outcome.REJECTED, verdict.reason)
+    if isinstance(verdict, Retry):
+        return Settlement(record_id, Outcome.RETRY, verdict.error, max(verdict.at, now))
+    if isinstance(verdict, Bury):
+        return Settlement(record_id, Outcome.DEAD, verdict.error)
+    return Settlement(record_id, Outcome.DEFERRED)
