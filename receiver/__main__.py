@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 from receiver import demo
-from receiver.config import ConfigError, load_settings
+from receiver.config import ConfigError, Settings, load_settings
 from receiver.logs import configure_logging
 
 log = logging.getLogger("receiver.launcher")
@@ -54,8 +54,8 @@ def _run_trial(env: dict[str, str], port: int, stopping: threading.Event) -> Non
     )
 
 
-def main() -> int:
-    configure_logging()
+def _environment() -> tuple[dict[str, str], bool, int]:
+    """The children's environment, whether this is a local trial (no credentials), and the emulator's port."""
     env = dict(os.environ)
     local_trial = not env.get("TENCENTCLOUD_SECRET_ID")
     emulator_port = demo.emulator_port(env)
@@ -65,11 +65,11 @@ def main() -> int:
             "local trial (no TENCENTCLOUD_SECRET_ID): emulator on :%d, demo keys %s",
             emulator_port, ", ".join(f"{k}={env[k]}" for k in demo.DEMO_KEYS),
         )
-    try:
-        settings = load_settings(env)
-    except ConfigError as error:
-        log.critical("configuration error: %s", error)
-        return 2
+    return env, local_trial, emulator_port
+
+
+def _commands(settings: Settings, env: dict[str, str], trial_emulator_port: int | None) -> dict[str, list[str]]:
+    """The processes to start, by name: the Procfile's, and the emulator first for a local trial."""
     python = sys.executable
     commands = {"web": [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"]}
     if not settings.worker_in_web:  # WORKER_PROCESSES of them, sharing each action's quota through the host
@@ -77,16 +77,13 @@ def main() -> int:
             commands[f"worker-{n}" if settings.worker_processes > 1 else "worker"] = [python, "-m", "receiver.worker"]
     if settings.run_sweeper:  # RUN_SWEEPER=true: the Procfile's sweeper line too
         commands["sweeper"] = [python, "-m", "receiver.sweeper"]
-    if local_trial:
-        commands = {"emulator": demo.emulator_command(python, env, emulator_port), **commands}
-    processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()}
-    log.info(
-        "receiver on port %s, inbox %s, sink %s; Ctrl-C stops",
-        env.get("PORT", "8000"), settings.inbox_url, settings.sink,
-    )
-    stopping = threading.Event()
-    if local_trial:
-        threading.Thread(target=_run_trial, args=(env, emulator_port, stopping), daemon=True).start()
+    if trial_emulator_port is not None:
+        commands = {"emulator": demo.emulator_command(python, env, trial_emulator_port), **commands}
+    return commands
+
+
+def _supervise(processes: dict[str, subprocess.Popen[bytes]], stopping: threading.Event) -> int:
+    """Wait for the first process to end, then take the others down with it; SIGTERM or SIGINT stops them all."""
 
     def stop(*signal_args: object) -> None:
         if signal_args:
@@ -97,7 +94,6 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    # Wait for the first process to end, then take the others down with it.
     exit_code = 0
     while processes:
         for name, process in list(processes.items()):
@@ -108,6 +104,26 @@ def main() -> int:
         stopping.wait(0.2)
     # A clean stop on request is a success, however the children took the signal.
     return 0 if stopping.is_set() else exit_code
+
+
+def main() -> int:
+    configure_logging()
+    env, local_trial, emulator_port = _environment()
+    try:
+        settings = load_settings(env)
+    except ConfigError as error:
+        log.critical("configuration error: %s", error)
+        return 2
+    commands = _commands(settings, env, emulator_port if local_trial else None)
+    processes = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()}
+    log.info(
+        "receiver on port %s, inbox %s, sink %s; Ctrl-C stops",
+        env.get("PORT", "8000"), settings.inbox_url, settings.sink,
+    )
+    stopping = threading.Event()
+    if local_trial:
+        threading.Thread(target=_run_trial, args=(env, emulator_port, stopping), daemon=True).start()
+    return _supervise(processes, stopping)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any
+
+# ConfigError lives beside the reader that raises it; the product imports it from here.
+from receiver.config_values import ConfigError, EnvironmentReader
 
 PRODUCTS = ("mps", "vod", "ams")
 
@@ -30,13 +33,6 @@ DEFAULT_RATE_LIMITS: dict[tuple[str, str], int] = {
     ("ams", "DescribeTaskDetail"): 20,
     ("ams", "DescribeTasks"): 20,
 }
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or malformed; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -114,101 +110,8 @@ class Settings:
         )
 
 
-class _Reader:
-    """Reads typed values from an environment mapping, naming the variable on error."""
 
-    def __init__(self, environ: Mapping[str, str]):
-        self.environ = environ
-
-    def raw(self, name: str) -> str | None:
-        value = self.environ.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def _float(self, name: str, kind: str) -> float | None:
-        value = self.raw(name)
-        if value is None:
-            return None
-        try:
-            return float(value)
-        except ValueError:
-            raise ConfigError(f"{name}: expected {kind}, got {value!r}") from None
-
-    def fraction(self, name: str, default: float) -> float:
-        """A number in (0, 1]."""
-        number = self._float(name, "a number")
-        if number is None:
-            return default
-        if not 0 < number <= 1:
-            raise ConfigError(f"{name}: must be more than 0 and at most 1, got {self.raw(name)}")
-        return number
-
-    def seconds(self, name: str, default: float, minimum: float) -> float:
-        number = self._float(name, "a number of seconds")
-        if number is None:
-            return default
-        if not number >= minimum or number == float("inf"):
-            raise ConfigError(f"{name}: must be a finite number of at least {minimum}, got {self.raw(name)}")
-        return number
-
-    def string(self, name: str, default: str | None = None) -> str | None:
-        value = self.raw(name)
-        return default if value is None else value
-
-    def integer(self, name: str, default: int | None, minimum: int = 0) -> int | None:
-        value = self.raw(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise ConfigError(f"{name}: expected a whole number, got {value!r}") from None
-        if number < minimum:
-            raise ConfigError(f"{name}: must be at least {minimum}, got {number}")
-        return number
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if value.lower() in _TRUE:
-            return True
-        if value.lower() in _FALSE:
-            return False
-        raise ConfigError(f"{name}: expected true or false, got {value!r}")
-
-    def secret_list(self, name: str) -> tuple[str, ...]:
-        """A comma-separated list of secrets; set but holding an empty item is an error."""
-        value = self.raw(name)
-        if value is None:
-            return ()
-        items = [item.strip() for item in value.split(",")]
-        if any(not item for item in items):
-            # Never echo the value: it holds secrets.
-            raise ConfigError(f"{name}: contains an empty key (check for stray commas)")
-        return tuple(items)
-
-    def plain_list(self, name: str) -> tuple[str, ...]:
-        value = self.raw(name)
-        if value is None:
-            return ()
-        return tuple(item.strip() for item in value.split(",") if item.strip())
-
-    def url(self, name: str, default: str | None, schemes: tuple[str, ...]) -> str | None:
-        value = self.raw(name)
-        if value is None:
-            return default
-        parts = urlsplit(value)
-        if parts.scheme not in schemes or not parts.netloc:
-            raise ConfigError(
-                f"{name}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}"
-                f" and naming a host, got {value!r}"
-            )
-        return value
-
-
-def _inbox_url(reader: _Reader) -> str:
+def _inbox_url(reader: EnvironmentReader) -> str:
     value = reader.string("INBOX_URL", "sqlite:///var/inbox.db")
     assert value is not None
     if value.startswith("sqlite:///"):
@@ -216,7 +119,7 @@ def _inbox_url(reader: _Reader) -> str:
             raise ConfigError("INBOX_URL: sqlite:/// needs a file path")
         return value
     if value.startswith("sqs+"):
-        reader_for_queue = _Reader({"INBOX_URL": value[len("sqs+") :]})
+        reader_for_queue = EnvironmentReader({"INBOX_URL": value[len("sqs+") :]})
         reader_for_queue.url("INBOX_URL", None, ("http", "https"))
         return value
     raise ConfigError(
@@ -224,7 +127,7 @@ def _inbox_url(reader: _Reader) -> str:
     )
 
 
-def _rate_limits(reader: _Reader) -> dict[tuple[str, str], int]:
+def _rate_limits(reader: EnvironmentReader) -> dict[tuple[str, str], int]:
     limits = dict(DEFAULT_RATE_LIMITS)
     for service, action in DEFAULT_RATE_LIMITS:
         name = f"RATE_LIMIT_{service.upper()}_{action.upper()}"
@@ -238,7 +141,7 @@ def _rate_limits(reader: _Reader) -> dict[tuple[str, str], int]:
     return limits
 
 
-def _sweep_page_size(reader: _Reader) -> int:
+def _sweep_page_size(reader: EnvironmentReader) -> int:
     value = reader.integer("SWEEP_PAGE_SIZE", SWEEP_PAGE_SIZE, minimum=1)
     assert value is not None
     if value > SWEEP_PAGE_SIZE:
@@ -246,68 +149,117 @@ def _sweep_page_size(reader: _Reader) -> int:
     return value
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every variable once; raise ConfigError naming a bad one."""
-    reader = _Reader(os.environ if environ is None else environ)
+# --- one helper per concern, each returning its fields of Settings --------------------------
 
+
+def _sink(reader: EnvironmentReader) -> dict[str, Any]:
+    """SPEC 7: where events go."""
     sink = (reader.string("SINK", "log") or "log").lower()
     if sink not in ("log", "sqs"):
         raise ConfigError(f"SINK: expected log or sqs, got {sink!r}")
     sqs_queue_url = reader.url("SQS_QUEUE_URL", None, ("http", "https"))
     if sink == "sqs" and sqs_queue_url is None:
         raise ConfigError("SQS_QUEUE_URL: required when SINK=sqs")
+    return {
+        "sink": sink,
+        "log_sink_path": reader.string("LOG_SINK_PATH"),
+        "sqs_queue_url": sqs_queue_url,
+        "sqs_large_payload_bucket": reader.string("SQS_LARGE_PAYLOAD_BUCKET"),
+    }
 
+
+def _inbox(reader: EnvironmentReader) -> dict[str, Any]:
+    """SPEC 8: where callbacks wait, and the table an SQS inbox needs beside it."""
     inbox_url = _inbox_url(reader)
     idempotency_table = reader.string("IDEMPOTENCY_TABLE")
     if inbox_url.startswith("sqs+") and idempotency_table is None:
         raise ConfigError("IDEMPOTENCY_TABLE: required when INBOX_URL is an sqs+ queue")
+    return {"inbox_url": inbox_url, "idempotency_table": idempotency_table}
 
+
+def _tencentcloud_credentials(reader: EnvironmentReader) -> dict[str, Any]:
     secret_id = reader.string("TENCENTCLOUD_SECRET_ID")
     secret_key = reader.string("TENCENTCLOUD_SECRET_KEY")
     if bool(secret_id) != bool(secret_key):
         missing = "TENCENTCLOUD_SECRET_KEY" if secret_id else "TENCENTCLOUD_SECRET_ID"
         raise ConfigError(f"{missing}: must be set together with its pair")
+    return {"tencentcloud_secret_id": secret_id, "tencentcloud_secret_key": secret_key}
 
-    return Settings(
-        callback_tokens=reader.secret_list("CALLBACK_TOKENS"),
-        mps_notify_keys=reader.secret_list("MPS_NOTIFY_KEYS"),
-        vod_sign_keys=reader.secret_list("VOD_SIGN_KEYS"),
-        ams_seeds=reader.secret_list("AMS_SEEDS"),
-        allow_unsigned={
-            p: reader.boolean(f"{p.upper()}_ALLOW_UNSIGNED", False) for p in PRODUCTS
-        },
-        signature_leeway_seconds=reader.integer("SIGNATURE_LEEWAY_SECONDS", 60),
-        max_body_bytes=reader.integer("MAX_BODY_BYTES", 1024 * 1024, minimum=1),
-        inbox_url=inbox_url,
-        idempotency_table=idempotency_table,
-        max_attempts=reader.integer("MAX_ATTEMPTS", 10, minimum=1),
-        receiver_public_url=reader.url(
+
+def _intake(reader: EnvironmentReader) -> dict[str, Any]:
+    """SPEC 4 and 5: what a callback must prove, and how large it may be."""
+    return {
+        "callback_tokens": reader.secret_list("CALLBACK_TOKENS"),
+        "mps_notify_keys": reader.secret_list("MPS_NOTIFY_KEYS"),
+        "vod_sign_keys": reader.secret_list("VOD_SIGN_KEYS"),
+        "ams_seeds": reader.secret_list("AMS_SEEDS"),
+        "allow_unsigned": {p: reader.boolean(f"{p.upper()}_ALLOW_UNSIGNED", False) for p in PRODUCTS},
+        "signature_leeway_seconds": reader.integer("SIGNATURE_LEEWAY_SECONDS", 60),
+        "max_body_bytes": reader.integer("MAX_BODY_BYTES", 1024 * 1024, minimum=1),
+    }
+
+
+def _worker(reader: EnvironmentReader) -> dict[str, Any]:
+    """SPEC 6 and 8: how many workers, where they run, how long a record is theirs and how often it is tried."""
+    return {
+        "max_attempts": reader.integer("MAX_ATTEMPTS", 10, minimum=1),
+        "receiver_public_url": reader.url(
             "RECEIVER_PUBLIC_URL", "http://127.0.0.1:8000", ("http", "https")
         ).rstrip("/"),
-        worker_in_web=reader.boolean("WORKER_IN_WEB", False),
-        worker_processes=reader.integer("WORKER_PROCESSES", 1, minimum=1),
-        worker_lease_seconds=reader.seconds("WORKER_LEASE_SECONDS", 120.0, minimum=0.5),
-        tencentcloud_quota_share=reader.fraction("TENCENTCLOUD_QUOTA_SHARE", 1.0),
-        tencentcloud_max_in_flight=reader.integer("TENCENTCLOUD_MAX_IN_FLIGHT", 128, minimum=1),
-        rate_limits=_rate_limits(reader),
-        tencentcloud_secret_id=secret_id,
-        tencentcloud_secret_key=secret_key,
-        tencentcloud_region=reader.string("TENCENTCLOUD_REGION", "ap-guangzhou"),
-        endpoints={
-            p: reader.url(f"TENCENTCLOUD_{p.upper()}_ENDPOINT", None, ("http", "https"))
-            for p in PRODUCTS
+        "worker_in_web": reader.boolean("WORKER_IN_WEB", False),
+        "worker_processes": reader.integer("WORKER_PROCESSES", 1, minimum=1),
+        "worker_lease_seconds": reader.seconds("WORKER_LEASE_SECONDS", 120.0, minimum=0.5),
+    }
+
+
+def _tencentcloud_api(reader: EnvironmentReader) -> dict[str, Any]:
+    """How the Tencent Cloud APIs are reached: quota, calls in flight, region, endpoints."""
+    return {
+        "tencentcloud_quota_share": reader.fraction("TENCENTCLOUD_QUOTA_SHARE", 1.0),
+        "tencentcloud_max_in_flight": reader.integer("TENCENTCLOUD_MAX_IN_FLIGHT", 128, minimum=1),
+        "rate_limits": _rate_limits(reader),
+        "tencentcloud_region": reader.string("TENCENTCLOUD_REGION", "ap-guangzhou"),
+        "endpoints": {
+            p: reader.url(f"TENCENTCLOUD_{p.upper()}_ENDPOINT", None, ("http", "https")) for p in PRODUCTS
         },
-        not_found_patience_seconds=reader.integer("NOT_FOUND_PATIENCE_SECONDS", 20),
-        consistency_patience_seconds=reader.integer("CONSISTENCY_PATIENCE_SECONDS", 30),
-        vod_subapp_id=reader.integer("VOD_SUBAPP_ID", None, minimum=1),
-        vod_forward_unreconciled=reader.boolean("VOD_FORWARD_UNRECONCILED", False),
-        sink=sink,
-        log_sink_path=reader.string("LOG_SINK_PATH"),
-        sqs_queue_url=sqs_queue_url,
-        sqs_large_payload_bucket=reader.string("SQS_LARGE_PAYLOAD_BUCKET"),
-        sweep_interval_seconds=reader.integer("SWEEP_INTERVAL_SECONDS", 300, minimum=1),
-        sweep_lookback_seconds=reader.integer("SWEEP_LOOKBACK_SECONDS", 86400, minimum=1),
-        ams_biztypes=reader.plain_list("AMS_BIZTYPES"),
-        sweep_page_size=_sweep_page_size(reader),
-        run_sweeper=reader.boolean("RUN_SWEEPER", False),
+    }
+
+
+def _reconciliation(reader: EnvironmentReader) -> dict[str, Any]:
+    """SPEC 6: how long a lagging answer is waited for, and the VOD application asked about."""
+    return {
+        "not_found_patience_seconds": reader.integer("NOT_FOUND_PATIENCE_SECONDS", 20),
+        "consistency_patience_seconds": reader.integer("CONSISTENCY_PATIENCE_SECONDS", 30),
+        "vod_subapp_id": reader.integer("VOD_SUBAPP_ID", None, minimum=1),
+        "vod_forward_unreconciled": reader.boolean("VOD_FORWARD_UNRECONCILED", False),
+    }
+
+
+def _sweeper(reader: EnvironmentReader) -> dict[str, Any]:
+    """SPEC 9: how often, how far back and over which AMS biztypes the sweeper lists."""
+    return {
+        "sweep_interval_seconds": reader.integer("SWEEP_INTERVAL_SECONDS", 300, minimum=1),
+        "sweep_lookback_seconds": reader.integer("SWEEP_LOOKBACK_SECONDS", 86400, minimum=1),
+        "ams_biztypes": reader.plain_list("AMS_BIZTYPES"),
+        "sweep_page_size": _sweep_page_size(reader),
+        "run_sweeper": reader.boolean("RUN_SWEEPER", False),
+    }
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every variable once; raise ConfigError naming a bad one.
+
+    The concerns are read in a fixed order (sink, inbox and credentials first: the pairs that must be set
+    together), so one environment always names the same first error (tests/test_config.py pins it).
+    """
+    reader = EnvironmentReader(os.environ if environ is None else environ)
+    return Settings(
+        **_sink(reader),
+        **_inbox(reader),
+        **_tencentcloud_credentials(reader),
+        **_intake(reader),
+        **_worker(reader),
+        **_tencentcloud_api(reader),
+        **_reconciliation(reader),
+        **_sweeper(reader),
     )

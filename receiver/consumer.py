@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from receiver.sinks.sqs import LEGACY_POINTER_CLASS, POINTER_CLASS
+from receiver.sinks.encoding import LEGACY_POINTER_CLASS, POINTER_CLASS
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "event-v1.schema.json"
 _POINTER_CLASSES = (POINTER_CLASS, LEGACY_POINTER_CLASS)

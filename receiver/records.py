@@ -32,7 +32,7 @@ RESOLVE_BY_FILE_ID = "file_id"  # VOD NewFileUpload / FileDeleted: DescribeMedia
 RESOLVE_NOTHING = "none"  # other VOD events without a task: nothing to ask about
 
 # Where a record came from: a callback received over HTTP, or a finished task the
-# missed-callback sweeper listed (receiver/sweeper.py).
+# missed-callback sweeper listed (receiver/sweeper/).
 ORIGIN_CALLBACK = "callback"
 ORIGIN_SWEEPER = "sweeper"
 
@@ -79,9 +79,14 @@ def copy_key(source: str, payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def is_live_stream_event_type(source: str, event_type: str) -> bool:
+    """A live-stream notification's type: an MPS event type that is no task event type (its NotificationType)."""
+    return source == "mps" and event_type not in MPS_EVENT_FIELDS
+
+
 def is_live_stream_record(record: CallbackRecord) -> bool:
-    """A live-stream notification's record: an MPS record whose event type is no task event type."""
-    return record.source == "mps" and record.event_type not in MPS_EVENT_FIELDS and record.origin == ORIGIN_CALLBACK
+    """A live-stream notification's record: received as a callback, with a live-stream event type."""
+    return is_live_stream_event_type(record.source, record.event_type) and record.origin == ORIGIN_CALLBACK
 
 
 def live_stream_result(record: CallbackRecord) -> Any:

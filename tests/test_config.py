@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from receiver.config import DEFAULT_RATE_LIMITS, ConfigError, load_settings
+from receiver.config import DEFAULT_RATE_LIMITS, ConfigError, Settings, load_settings
 from tests.servers import ROOT
 
 
@@ -95,3 +95,90 @@ def test_gunicorn_refuses_to_start_with_a_bad_value(tmp_path):
     assert result.returncode != 0
     assert "MAX_BODY_BYTES" in result.stderr + result.stdout
     assert "Traceback" not in result.stderr + result.stdout
+
+
+# Every variable at once, each with a value other than its default: a variable read into the wrong field, or
+# not read at all, changes the result.
+EVERY_VARIABLE = {
+    "CALLBACK_TOKENS": "t1,t2", "MPS_NOTIFY_KEYS": "m1", "VOD_SIGN_KEYS": "v1,v2", "AMS_SEEDS": "a1",
+    "MPS_ALLOW_UNSIGNED": "true", "VOD_ALLOW_UNSIGNED": "no", "AMS_ALLOW_UNSIGNED": "on",
+    "SIGNATURE_LEEWAY_SECONDS": "61", "MAX_BODY_BYTES": "2048",
+    "INBOX_URL": "sqs+https://sqs.eu-west-1.amazonaws.com/1/inbox", "IDEMPOTENCY_TABLE": "dedup",
+    "MAX_ATTEMPTS": "11", "RECEIVER_PUBLIC_URL": "https://receiver.example.com/", "WORKER_IN_WEB": "yes",
+    "WORKER_PROCESSES": "3", "WORKER_LEASE_SECONDS": "7.5", "TENCENTCLOUD_QUOTA_SHARE": "0.25",
+    "TENCENTCLOUD_MAX_IN_FLIGHT": "9", "RATE_LIMIT_VOD_DESCRIBEMEDIAINFOS": "7",
+    "TENCENTCLOUD_SECRET_ID": "AKID", "TENCENTCLOUD_SECRET_KEY": "sk", "TENCENTCLOUD_REGION": "ap-singapore",
+    "TENCENTCLOUD_MPS_ENDPOINT": "http://127.0.0.1:9001", "TENCENTCLOUD_VOD_ENDPOINT": "https://vod.example.com",
+    "NOT_FOUND_PATIENCE_SECONDS": "21", "CONSISTENCY_PATIENCE_SECONDS": "31", "VOD_SUBAPP_ID": "1500",
+    "VOD_FORWARD_UNRECONCILED": "1", "SINK": "SQS", "LOG_SINK_PATH": "/tmp/events.jsonl",
+    "SQS_QUEUE_URL": "https://sqs.eu-west-1.amazonaws.com/1/events.fifo", "SQS_LARGE_PAYLOAD_BUCKET": "big",
+    "SWEEP_INTERVAL_SECONDS": "301", "SWEEP_LOOKBACK_SECONDS": "3601", "AMS_BIZTYPES": "a, b,,",
+    "SWEEP_PAGE_SIZE": "50", "RUN_SWEEPER": "TRUE",
+}
+
+
+def test_every_variable_lands_in_its_own_setting():
+    settings = load_settings(EVERY_VARIABLE)
+    assert settings == Settings(
+        callback_tokens=("t1", "t2"), mps_notify_keys=("m1",), vod_sign_keys=("v1", "v2"), ams_seeds=("a1",),
+        allow_unsigned={"mps": True, "vod": False, "ams": True}, signature_leeway_seconds=61, max_body_bytes=2048,
+        inbox_url="sqs+https://sqs.eu-west-1.amazonaws.com/1/inbox", idempotency_table="dedup", max_attempts=11,
+        receiver_public_url="https://receiver.example.com", worker_in_web=True, worker_processes=3,
+        worker_lease_seconds=7.5, tencentcloud_quota_share=0.25, tencentcloud_max_in_flight=9,
+        rate_limits={**DEFAULT_RATE_LIMITS, ("vod", "DescribeMediaInfos"): 7},
+        tencentcloud_secret_id="AKID", tencentcloud_secret_key="sk", tencentcloud_region="ap-singapore",
+        endpoints={"mps": "http://127.0.0.1:9001", "vod": "https://vod.example.com", "ams": None},
+        not_found_patience_seconds=21, consistency_patience_seconds=31, vod_subapp_id=1500,
+        vod_forward_unreconciled=True, sink="sqs", log_sink_path="/tmp/events.jsonl",
+        sqs_queue_url="https://sqs.eu-west-1.amazonaws.com/1/events.fifo", sqs_large_payload_bucket="big",
+        sweep_interval_seconds=301, sweep_lookback_seconds=3601, ams_biztypes=("a", "b"), sweep_page_size=50,
+        run_sweeper=True,
+    )
+
+
+# One bad value per variable, in the order they are checked: (variable, bad value, the variable the error names).
+IN_CHECK_ORDER = [
+    ("SINK", "kafka", "SINK"),
+    ("SQS_QUEUE_URL", "queue", "SQS_QUEUE_URL"),
+    ("INBOX_URL", "postgres://db/inbox", "INBOX_URL"),
+    ("TENCENTCLOUD_SECRET_ID", "AKID", "TENCENTCLOUD_SECRET_KEY"),
+    ("CALLBACK_TOKENS", "a,", "CALLBACK_TOKENS"),
+    ("MPS_NOTIFY_KEYS", "a,", "MPS_NOTIFY_KEYS"),
+    ("VOD_SIGN_KEYS", "a,", "VOD_SIGN_KEYS"),
+    ("AMS_SEEDS", "a,", "AMS_SEEDS"),
+    ("MPS_ALLOW_UNSIGNED", "maybe", "MPS_ALLOW_UNSIGNED"),
+    ("VOD_ALLOW_UNSIGNED", "maybe", "VOD_ALLOW_UNSIGNED"),
+    ("AMS_ALLOW_UNSIGNED", "maybe", "AMS_ALLOW_UNSIGNED"),
+    ("SIGNATURE_LEEWAY_SECONDS", "-1", "SIGNATURE_LEEWAY_SECONDS"),
+    ("MAX_BODY_BYTES", "0", "MAX_BODY_BYTES"),
+    ("MAX_ATTEMPTS", "0", "MAX_ATTEMPTS"),
+    ("RECEIVER_PUBLIC_URL", "receiver", "RECEIVER_PUBLIC_URL"),
+    ("WORKER_IN_WEB", "maybe", "WORKER_IN_WEB"),
+    ("WORKER_PROCESSES", "0", "WORKER_PROCESSES"),
+    ("WORKER_LEASE_SECONDS", "0.1", "WORKER_LEASE_SECONDS"),
+    ("TENCENTCLOUD_QUOTA_SHARE", "2", "TENCENTCLOUD_QUOTA_SHARE"),
+    ("TENCENTCLOUD_MAX_IN_FLIGHT", "0", "TENCENTCLOUD_MAX_IN_FLIGHT"),
+    ("RATE_LIMIT_MPS_DESCRIBETASKDETAIL", "0", "RATE_LIMIT_MPS_DESCRIBETASKDETAIL"),
+    ("RATE_LIMIT_AMS_DESCRIBETASKS", "0", "RATE_LIMIT_AMS_DESCRIBETASKS"),
+    ("RATE_LIMIT_MPS_PROCESSMEDIA", "10", "RATE_LIMIT_MPS_PROCESSMEDIA"),
+    ("TENCENTCLOUD_MPS_ENDPOINT", "127.0.0.1:9000", "TENCENTCLOUD_MPS_ENDPOINT"),
+    ("TENCENTCLOUD_VOD_ENDPOINT", "127.0.0.1:9000", "TENCENTCLOUD_VOD_ENDPOINT"),
+    ("TENCENTCLOUD_AMS_ENDPOINT", "127.0.0.1:9000", "TENCENTCLOUD_AMS_ENDPOINT"),
+    ("NOT_FOUND_PATIENCE_SECONDS", "-1", "NOT_FOUND_PATIENCE_SECONDS"),
+    ("CONSISTENCY_PATIENCE_SECONDS", "-1", "CONSISTENCY_PATIENCE_SECONDS"),
+    ("VOD_SUBAPP_ID", "0", "VOD_SUBAPP_ID"),
+    ("VOD_FORWARD_UNRECONCILED", "maybe", "VOD_FORWARD_UNRECONCILED"),
+    ("SWEEP_INTERVAL_SECONDS", "0", "SWEEP_INTERVAL_SECONDS"),
+    ("SWEEP_LOOKBACK_SECONDS", "0", "SWEEP_LOOKBACK_SECONDS"),
+    ("SWEEP_PAGE_SIZE", "101", "SWEEP_PAGE_SIZE"),
+    ("RUN_SWEEPER", "maybe", "RUN_SWEEPER"),
+]
+
+
+@pytest.mark.parametrize("first", range(len(IN_CHECK_ORDER)), ids=[named for _, _, named in IN_CHECK_ORDER])
+def test_of_several_bad_values_the_first_checked_is_named(first: int):
+    """A fixed order: the same environment always gives the operator the same first error."""
+    environ = {variable: value for variable, value, _ in IN_CHECK_ORDER[first:]}
+    with pytest.raises(ConfigError) as error:
+        load_settings(environ)
+    assert str(error.value).startswith(IN_CHECK_ORDER[first][2] + ":")

@@ -3,8 +3,8 @@
 Pure file reading, no processes: the README has at most 250 lines and a table of contents listing each
 of its `##` headings; every relative link of the README, `docs/*.md`, `bench/README.md` and
 `tests/README.md` names an existing file, and every `#anchor` a heading of its target (anchors computed
-the way GitHub computes them); every environment variable `receiver/config.py` reads is documented in
-README.md or docs/operations.md.
+the way GitHub computes them); every environment variable `receiver/config.py` (or its value readers,
+`receiver/config_values.py`) reads is documented in README.md or docs/operations.md.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 README_MAX_LINES = 250
 DOCS = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "README.md", ROOT / "tests" / "README.md"]
+# The modules that read environment variables: the settings, and the typed readers they use.
+CONFIG_MODULES = [ROOT / "receiver" / "config.py", ROOT / "receiver" / "config_values.py"]
 
 FENCE = re.compile(r"^(```|~~~)")
 HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -127,12 +129,19 @@ def test_readme_contents_list_every_section():
 
 
 def config_variables() -> set[str]:
-    """Every variable `receiver/config.py` reads: the first argument of each `reader.<kind>(...)` call.
+    """Every variable `CONFIG_MODULES` read: the first argument of each `reader.<kind>(...)` call.
 
     f-strings over the products (`f"{p.upper()}_ALLOW_UNSIGNED"`) are expanded for each product; the
     rate-limit variables, built from `DEFAULT_RATE_LIMITS`, are expanded from it.
     """
-    tree = ast.parse((ROOT / "receiver" / "config.py").read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for module in CONFIG_MODULES:
+        names.update(_variables_read_by(module))
+    return names
+
+
+def _variables_read_by(module: Path) -> set[str]:
+    tree = ast.parse(module.read_text(encoding="utf-8"))
     names: set[str] = set()
     for node in ast.walk(tree):
         if not (
@@ -160,7 +169,7 @@ def config_variables() -> set[str]:
             # _rate_limits: RATE_LIMIT_<SERVICE>_<ACTION> for each known action.
             names.update(f"RATE_LIMIT_{s.upper()}_{a.upper()}" for s, a in config.DEFAULT_RATE_LIMITS)
         else:
-            raise AssertionError(f"receiver/config.py line {node.lineno}: a variable name this test cannot read")
+            raise AssertionError(f"{module.relative_to(ROOT)} line {node.lineno}: a variable this test cannot read")
     return names
 
 
@@ -180,7 +189,7 @@ def test_every_configuration_variable_is_documented():
     assert {"INBOX_URL", "MPS_ALLOW_UNSIGNED", "TENCENTCLOUD_AMS_ENDPOINT", "RATE_LIMIT_AMS_DESCRIBETASKS"} <= names
     text = README.read_text(encoding="utf-8") + (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
     missing = sorted(n for n in names if not documented(n, text))
-    assert missing == [], f"read by receiver/config.py, named in neither README.md nor docs/operations.md: {missing}"
+    assert missing == [], f"read by receiver/config*.py, named in neither README.md nor docs/operations.md: {missing}"
 
 
 def test_anchors_are_computed_like_github():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import jsonschema
@@ -15,12 +16,13 @@ from receiver.reconcile import (
     Forward,
     Reject,
     describe_call,
+    event_type_fits,
     image_task_call,
     judge,
 )
-from receiver.records import extract_record
+from receiver.records import ORIGIN_SWEEPER, extract_record, is_live_stream_event_type, is_live_stream_record
 from receiver.tencentcloud import DescribeCall
-from schemas.callbacks import callback_schema
+from schemas.callbacks import MPS_EVENT_FIELDS, callback_schema
 from schemas.event import JSON_SCHEMA_PATH, NormalizedEventSchema
 from tests.realworld import load
 
@@ -65,6 +67,19 @@ def test_a_live_stream_notification_is_a_record_of_its_task_and_its_notification
     assert (record.source, record.event_type, record.task_id) == ("mps", "AiReviewResult", TASK_ID)
     assert record.claimed_status is None  # a notification claims no status: nothing to wait for
     assert describe_call(record) == DescribeCall("mps", "DescribeTaskDetail", {"TaskId": TASK_ID})
+
+
+def test_one_rule_says_which_event_types_are_live_stream_notifications():
+    """The record's rule and the event type check agree: a notification type fits a live-stream task only."""
+    record = record_of(notification())
+    assert is_live_stream_event_type("mps", record.event_type) and is_live_stream_record(record)
+    assert not is_live_stream_record(dataclasses.replace(record, origin=ORIGIN_SWEEPER))
+    assert event_type_fits("mps", record.event_type, "LiveStreamProcessTask")
+    assert not event_type_fits("mps", record.event_type, "WorkflowTask")
+    for event_type in MPS_EVENT_FIELDS:  # task events: never a notification, never about a live stream
+        assert not is_live_stream_event_type("mps", event_type)
+        assert not event_type_fits("mps", event_type, "LiveStreamProcessTask")
+    assert not is_live_stream_event_type("vod", record.event_type)  # only MPS sends live-stream notifications
 
 
 def test_a_confirmed_notification_is_forwarded_with_its_result_and_a_valid_event():

@@ -15,14 +15,8 @@ import pytest
 
 from receiver.config import Settings
 from receiver.consumer import read_event, validate_event
-from receiver.sinks.sqs import (
-    PAYLOAD_SIZE_ATTRIBUTE,
-    POINTER_CLASS,
-    PayloadTooLargeError,
-    SqsSink,
-    SqsSinkError,
-    event_body,
-)
+from receiver.sinks.encoding import PAYLOAD_SIZE_ATTRIBUTE, POINTER_CLASS, encode_event
+from receiver.sinks.sqs import PayloadTooLargeError, SqsSink, SqsSinkError
 from tests.moto_fixtures import MotoServer, drain
 from tests.servers import ROOT
 
@@ -59,8 +53,8 @@ def make_event(n: int, *, task_id: str | None = "auto", status: str | None = "FI
 def sized_event(n: int, total_bytes: int) -> dict[str, Any]:
     """An event whose JSON body is exactly `total_bytes` long."""
     event = make_event(n)
-    event["detail"]["Filler"] = "x" * (total_bytes - len(event_body(event).encode()))
-    assert len(event_body(event).encode()) == total_bytes
+    event["detail"]["Filler"] = "x" * (total_bytes - len(encode_event(event).encode()))
+    assert len(encode_event(event).encode()) == total_bytes
     return event
 
 
@@ -303,7 +297,7 @@ def test_large_events_go_through_s3_with_the_extended_client_pointer(moto_server
         back, message = got[event["event_id"]]
         assert back == event
         assert PAYLOAD_SIZE_ATTRIBUTE not in message["MessageAttributes"]
-        assert message["Body"] == event_body(event)
+        assert message["Body"] == encode_event(event)
     for event in (large, huge):
         back, message = got[event["event_id"]]
         assert back == event
@@ -316,11 +310,11 @@ def test_large_events_go_through_s3_with_the_extended_client_pointer(moto_server
         assert json.loads(message["Body"]) == [POINTER_CLASS, {"s3BucketName": bucket, "s3Key": key}]
         attributes = message["MessageAttributes"]
         assert attributes[PAYLOAD_SIZE_ATTRIBUTE] == {
-            "DataType": "Number", "StringValue": str(len(event_body(event).encode()))
+            "DataType": "Number", "StringValue": str(len(encode_event(event).encode()))
         }
         assert attributes["task_id"]["StringValue"] == event["task_id"]
         assert attributes["status"]["StringValue"] == event["status"]
-        assert s3.get_object(Bucket=bucket, Key=key)["ContentLength"] == len(event_body(event).encode())
+        assert s3.get_object(Bucket=bucket, Key=key)["ContentLength"] == len(encode_event(event).encode())
 
 
 def test_attributes_count_against_the_limit(moto_server: MotoServer, bucket: str) -> None:

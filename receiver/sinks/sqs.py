@@ -23,7 +23,6 @@ chunk go round the inbox again.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -35,19 +34,19 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from receiver.config import Settings
-from receiver.sinks.encoding import NOT_ALLOWED_BY_SQS, encode_event
+from receiver.sinks.encoding import (
+    PAYLOAD_SIZE_ATTRIBUTE,
+    encode_event,
+    message_attributes,
+    message_group,
+    message_size,
+    s3_key_for,
+    s3_pointer_body,
+)
 
 log = logging.getLogger(__name__)
 
-# The extended client's wire format (payloadoffloading-common, PayloadS3Pointer).
-POINTER_CLASS = "software.amazon.payloadoffloading.PayloadS3Pointer"
-LEGACY_POINTER_CLASS = "com.amazon.sqs.javamessaging.MessageS3Pointer"  # written by old Java clients
-PAYLOAD_SIZE_ATTRIBUTE = "ExtendedPayloadSize"
-LEGACY_PAYLOAD_SIZE_ATTRIBUTE = "SQSLargePayloadSize"
-
 MAX_BATCH_ENTRIES = 10  # SQS's limit per SendMessageBatch
-ATTRIBUTE_KEYS = ("source", "event_type", "status", "task_id")
-S3_KEY_PREFIX = "events/"
 
 # Retries of the entries a SendMessageBatch answer lists as Failed (on top of
 # botocore's own retries of whole calls): short, because the inbox retries
@@ -59,7 +58,6 @@ ENTRY_RETRY_BASE_SECONDS = 0.1
 RETRYABLE_SENDER_CODES = frozenset({
     "RequestThrottled", "ThrottlingException", "Throttling", "KmsThrottled", "KMS.ThrottlingException",
 })
-
 
 
 class SqsSinkError(RuntimeError):
@@ -87,70 +85,6 @@ class _Entry:
     event_id: str
     fields: dict[str, Any]
     size: int
-
-
-def event_body(event: dict[str, Any]) -> str:
-    """The event as compact JSON that SQS accepts (`receiver.sinks.encode_event`)."""
-    return encode_event(event)
-
-
-def message_attributes(event: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """The `source`, `event_type`, `status`, `task_id` String attributes of an event.
-
-    A null or empty value is left out: SQS refuses empty attribute values, and
-    a missing attribute is how filters see "no value". So is a value with a
-    character SQS refuses; the body still holds it exactly.
-    """
-    attributes = {}
-    for key in ATTRIBUTE_KEYS:
-        value = event.get(key)
-        if value is None or value == "":
-            continue
-        text = str(value)
-        if NOT_ALLOWED_BY_SQS.search(text):
-            continue
-        attributes[key] = {"DataType": "String", "StringValue": text}
-    return attributes
-
-
-def message_group(event: dict[str, Any]) -> str:
-    """A FIFO queue's group: the task, or for a VOD file event its file (SPEC 7), so each stays in order."""
-    if event.get("task_id"):
-        return str(event["task_id"])
-    detail = event.get("detail") if isinstance(event.get("detail"), dict) else {}
-    files = detail.get("NotExistFileIdSet") if isinstance(detail.get("NotExistFileIdSet"), list) else []
-    file_id = detail.get("FileId") or (sorted(map(str, files))[0] if files else None)
-    return str(file_id) if file_id else event["event_id"]
-
-
-def message_size(body: str, attributes: dict[str, dict[str, str]]) -> int:
-    """The size SQS checks against MaximumMessageSize: the body plus each attribute's name, type and value."""
-    size = len(body.encode("utf-8"))
-    for name, attribute in attributes.items():
-        size += len(name.encode("utf-8")) + len(attribute["DataType"].encode("utf-8"))
-        size += len(attribute.get("StringValue", "").encode("utf-8"))
-    return size
-
-
-def s3_pointer_body(bucket: str, key: str) -> str:
-    """The body of a message whose payload is in S3, exactly as the extended client libraries write it.
-
-    Written here rather than through the `amazon-sqs-extended-client` package
-    (1.0.1), which does not fit a sink: importing it replaces `boto3.Session`
-    in the whole process (every SQS client of the receiver, the inbox's too,
-    would be patched); its offload threshold is a fixed 256 KiB rather than the
-    queue's `MaximumMessageSize` (1 KiB to 1 MiB); its S3 keys are random
-    unless an extra `S3Key` attribute is sent along on every message; and it
-    rewrites the batch entries in place, so a retried entry that was offloaded
-    once is refused the second time ("ExtendedPayloadSize" already present).
-    The format itself is two lines; tests check that the library reads it.
-    """
-    return json.dumps([POINTER_CLASS, {"s3BucketName": bucket, "s3Key": key}], separators=(",", ":"))
-
-
-def s3_key_for(event_id: str) -> str:
-    """Deterministic, so that a resent event overwrites its payload instead of leaving a second copy."""
-    return f"{S3_KEY_PREFIX}{event_id}.json"
 
 
 class SqsSink:
@@ -223,7 +157,7 @@ class SqsSink:
         limit = self.max_message_size
         prepared = []
         for event in events:
-            body, attributes = event_body(event), message_attributes(event)
+            body, attributes = encode_event(event), message_attributes(event)
             prepared.append((event, body, attributes, message_size(body, attributes)))
         too_large = {
             event["event_id"]: f"PayloadTooLarge: {size} bytes, queue limit {limit}"

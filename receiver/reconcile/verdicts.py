@@ -1,14 +1,13 @@
-"""Reconciliation as pure functions: which Describe call, which checks, which verdict (the event: receiver.events).
+"""What an authoritative answer decides about a callback: the SPEC 6 checks, then the verdict.
 
-Nothing here does I/O. The worker asks `describe_call()` what to call, makes
-the call, and hands the answer to `judge()`, which says what to do with the
-callback: forward an event, reject it with a reason, or look again later.
+`judge()` reads a Describe*TaskDetail answer, runs the checks (`check()`)
+and says forward (with the event, receiver.events), reject (with a reason)
+or look again later; `judge_file_event()` does the same for a VOD file event
+from a DescribeMediaInfos answer. Pure functions, no I/O.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,16 +20,14 @@ from receiver.events import (
     iso,
     redact,
 )
+from receiver.reconcile.event_types import event_type_fits
 from receiver.records import (
     ORIGIN_SWEEPER,
-    RESOLVE_BY_SESSION_ID,
-    RESOLVE_NOTHING,
     CallbackRecord,
     is_live_stream_record,
     live_stream_result,
 )
 from receiver.tencentcloud import DescribeCall
-from schemas.callbacks import MPS_EVENT_FIELDS, VOD_TASK_EVENT_FIELDS
 from schemas.describe import TaskState, task_state_of
 
 # Reasons a callback is rejected (SPEC 6), kept with it and counted.
@@ -41,12 +38,6 @@ EVENT_TYPE_MISMATCH = "event_type_mismatch"
 UNKNOWN_FILE = "unknown_file"  # NewFileUpload: DescribeMediaInfos does not know the file
 UNCONFIRMED = "unconfirmed"  # FileDeleted: a file of the event still exists
 UNRECONCILABLE = "unreconcilable"  # a VOD event with neither task nor file to ask about
-
-
-# MPS media task ids read "<appid>-<TaskType>-<hex>"; ProcessImage ids are a
-# bare 64-character token (seed 004). A WorkflowTask callback whose id has no
-# task type in it is therefore an image-processing task.
-_MPS_MEDIA_TASK_ID = re.compile(r"^\d+-[A-Za-z]+-[0-9a-zA-Z]+")
 
 
 @dataclass(frozen=True)
@@ -73,49 +64,6 @@ class LookAgain:
 Verdict = Forward | Reject | LookAgain
 
 
-def is_mps_image_task(task_id: str) -> bool:
-    return not _MPS_MEDIA_TASK_ID.match(task_id)
-
-
-def describe_call(
-    record: CallbackRecord, vod_subapp_id: int | None = None, image_tasks: Container[str] = ()
-) -> DescribeCall | None:
-    """The Describe*TaskDetail call that says where the callback's task really stands.
-
-    None for a callback with no task to describe (VOD file events) or whose
-    task must first be found through its SessionId (MPS BatchTask without id).
-    `image_tasks` are the ids DescribeImageTaskDetail answered for before.
-    """
-    if record.resolve_by in (RESOLVE_NOTHING, RESOLVE_BY_SESSION_ID) or record.task_id is None:
-        return None
-    params: dict[str, Any] = {"TaskId": record.task_id}
-    if record.source == "mps":
-        if record.event_type == "BatchTask":
-            return DescribeCall("mps", "DescribeBatchTaskDetail", params)
-        if record.event_type == "WorkflowTask" and (
-            is_mps_image_task(record.task_id) or record.task_id in image_tasks
-        ):
-            return DescribeCall("mps", "DescribeImageTaskDetail", params)
-        return DescribeCall("mps", "DescribeTaskDetail", params)
-    if record.source == "vod":
-        if vod_subapp_id is not None:
-            params["SubAppId"] = vod_subapp_id
-        return DescribeCall("vod", "DescribeTaskDetail", params)
-    return DescribeCall("ams", "DescribeTaskDetail", params)
-
-
-def image_task_call(call: DescribeCall, event_types: Container[str]) -> DescribeCall | None:
-    """Where a WorkflowTask callback's task is asked for next when DescribeTaskDetail does not know it.
-
-    An image task's id can read like a media task's (`<appid>-WorkflowTask-...`
-    in Tencent's own DescribeImageTaskDetail examples): SPEC 6 asks
-    DescribeImageTaskDetail before the callback is `unknown_task`.
-    """
-    if call.service == "mps" and call.action == "DescribeTaskDetail" and "WorkflowTask" in event_types:
-        return DescribeCall("mps", "DescribeImageTaskDetail", {"TaskId": call.params["TaskId"]})
-    return None
-
-
 # --- reading an answer ---------------------------------------------------------------
 
 
@@ -126,64 +74,6 @@ def task_state(call: DescribeCall, answer: dict[str, Any]) -> TaskState:
     retries its record, then buries it with that error (SPEC 6).
     """
     return task_state_of(call.service, call.action, answer)
-
-
-# --- event type against task type ------------------------------------------------------
-
-# Event names whose task type is not the event name without its suffix.
-_VOD_EVENT_TASK_ALIASES = {
-    "pull": {"pullupload"},
-    "createsnapshotbytimeoffset": {"snapshotbytimeoffset"},
-    "createimagesprite": {"imagesprite"},
-}
-LIVE_STREAM_TASK_TYPE = "LiveStreamProcessTask"
-_MPS_EVENT_TASK_TYPES = {
-    "WorkflowTask": {"WorkflowTask"},
-    "EditMediaTask": {"EditMediaTask"},
-    "ScheduleTask": {"ScheduleTask"},
-    "BatchTask": {"BatchTask"},
-    "ExtractBlindWatermark": {"ExtractBlindWatermark", "ExtractBlindWatermarkTask"},
-}
-
-
-def _stem(name: str, suffixes: tuple[str, ...]) -> str:
-    for suffix in suffixes:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)].lower()
-    return name.lower()
-
-
-def event_type_fits(source: str, event_type: str, task_type: str | None) -> bool:
-    """Whether a callback of `event_type` can be about a task of `task_type` (SPEC 6).
-
-    A VOD `TranscodeComplete` for a `Procedure` task does not: its event is
-    named after its task (`ProcedureStateChanged`, `EditMediaComplete`,
-    `AigcImageTaskComplete` for `AigcImageTask`). An answer without a task type
-    says nothing against the callback.
-    """
-    if task_type is None or source == "ams":
-        return True
-    if source == "mps":
-        if event_type not in MPS_EVENT_FIELDS:  # a live-stream notification's NotificationType
-            return task_type == LIVE_STREAM_TASK_TYPE
-        return task_type in _MPS_EVENT_TASK_TYPES[event_type]
-    task = _stem(task_type, ("Task",))
-    # A task type we know the event of takes that event only (not a look-alike such as "ProcedureComplete");
-    # a task type newer than our table takes the event named after it.
-    known = {known_event for known_event in VOD_TASK_EVENT_FIELDS if _names_task(known_event, task)}
-    return event_type in known if known else _names_task(event_type, task)
-
-
-def vod_event_type_for(task_type: str) -> str:
-    """The event a VOD task of `task_type` calls back with (a task newer than our table: `<TaskType>Complete`)."""
-    task = _stem(task_type, ("Task",))
-    known = sorted(event for event in VOD_TASK_EVENT_FIELDS if _names_task(event, task))
-    return known[0] if known else f"{task_type}Complete"
-
-
-def _names_task(vod_event_type: str, task_stem: str) -> bool:
-    event = _stem(vod_event_type, ("StateChanged", "TaskComplete", "Complete"))
-    return task_stem == event or task_stem in _VOD_EVENT_TASK_ALIASES.get(event, set())
 
 
 # --- checks ----------------------------------------------------------------------------
@@ -263,14 +153,6 @@ def judge(
 
 
 # --- VOD file events ---------------------------------------------------------------------
-
-
-def media_infos_call(file_ids: list[str], vod_subapp_id: int | None) -> DescribeCall:
-    """One DescribeMediaInfos for up to 20 files (SPEC 6)."""
-    params: dict[str, Any] = {"FileIds": file_ids}
-    if vod_subapp_id is not None:
-        params["SubAppId"] = vod_subapp_id
-    return DescribeCall("vod", "DescribeMediaInfos", params)
 
 
 def judge_file_event(

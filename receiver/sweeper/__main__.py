@@ -1,0 +1,3 @@
+from receiver.sweeper.process import main
+
+raise SystemExit(main())
