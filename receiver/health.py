@@ -7,7 +7,9 @@ Beside the inbox: in its SQLite file on one host, in the idempotency table
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,8 @@ from receiver.sqlite_file import SqliteFile, create_tables
 
 if TYPE_CHECKING:
     from receiver.idempotency import IdempotencyStore
+
+log = logging.getLogger(__name__)
 
 
 class HealthUnavailable(Exception):
@@ -34,6 +38,24 @@ class HealthBoard(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+class HealthReporter:
+    """Posts a component's status when it changes, not on every call; never fails its caller."""
+
+    def __init__(self, board: HealthBoard, clock: Callable[[], float]):
+        self._board = board
+        self._clock = clock
+        self._posted: dict[str, str] = {}
+
+    def report(self, component: str, status: str, detail: str) -> None:
+        if self._posted.get(component) == status:
+            return
+        self._posted[component] = status
+        try:
+            self._board.post(component, status, detail, self._clock())
+        except Exception:  # noqa: BLE001 - health is advisory; never fail a round for it
+            log.warning("could not record %s health", component)
 
 
 SCHEMA = """

@@ -29,7 +29,8 @@ from typing import Any
 
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
-from receiver.ratelimit import HostQuota, departure
+from receiver.config import Settings
+from receiver.ratelimit import HostQuota, departure, host_quotas, quota_directory, worker_limits
 from receiver.tencentcloud import DescribeCall
 
 LOOK_AGAIN_BASE_SECONDS = 2.0
@@ -194,3 +195,14 @@ class DescribeScheduler:
                 self._in_flight += 1
                 ticket.granted.set()
         return wait
+
+
+def host_scheduler(settings: Settings, tencentcloud: Any | None,
+                   quotas: dict[tuple[str, str], HostQuota] | None) -> DescribeScheduler | None:
+    """The host's Describe quotas (shared with its other worker processes) and the calls made under them."""
+    if tencentcloud is None:
+        return None
+    if quotas is None:
+        directory = quota_directory(settings.tencentcloud_secret_id or "", settings.endpoints)
+        quotas = host_quotas(directory, worker_limits(settings.rate_limits, settings.tencentcloud_quota_share))
+    return DescribeScheduler(tencentcloud.call, quotas, settings.tencentcloud_max_in_flight)

@@ -17,6 +17,7 @@ from receiver.events import event_id
 from receiver.inbox import Inbox
 from receiver.ratelimit import RateLimits, sweeper_limits
 from receiver.records import CallbackRecord, swept_record
+from receiver.stores import health_board_beside, ledger_beside
 from receiver.sweeper.listing import Listed, TaskLister
 from receiver.sweeper.report import ProductReport, SweepReport
 from receiver.tencentcloud import TencentCloud
@@ -30,6 +31,8 @@ class Sweeper:
                  clock: Callable[[], float] = time.time):
         self.settings = settings
         self.inbox = inbox
+        self.ledger = ledger_beside(inbox)  # tasks whose final event is out are not put in the inbox again
+        self.health = health_board_beside(inbox)
         self.tencentcloud = tencentcloud
         self.clock = clock
         self.stopping = threading.Event()
@@ -79,7 +82,7 @@ class Sweeper:
         if not listed:
             return
         ids = {task_id: event_id(source, event_type, task_id, status) for event_type, task_id, status in listed}
-        forwarded = self.inbox.known_forwarded(sorted(set(ids.values())))
+        forwarded = self.ledger.known_forwarded(sorted(set(ids.values())))
         now = self.clock()
         records: list[CallbackRecord] = []
         for event_type, task_id, status in listed:
@@ -94,7 +97,7 @@ class Sweeper:
     def _report_health(self, report: SweepReport) -> None:
         detail = json.dumps({**report.as_dict(), "totals": self.totals})
         try:
-            self.inbox.set_health("sweeper", "ok" if report.ok else "failing", detail, self.clock())
+            self.health.post("sweeper", "ok" if report.ok else "failing", detail, self.clock())
         except Exception:  # noqa: BLE001 - health is advisory
             log.warning("could not record the sweeper's health")
 

@@ -39,24 +39,23 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from receiver.config import Settings
-from receiver.health import HealthBoard
+from receiver.health import HealthBoard, HealthReporter
 from receiver.inbox import ClaimedRecord, Inbox
 from receiver.ledger import ForwardedLedger
-from receiver.ratelimit import HostQuota, host_quotas, quota_directory, worker_limits
-from receiver.reconcile import describe_call
-from receiver.records import RESOLVE_BY_SESSION_ID, RESOLVE_BY_TASK_ID, VOD_FILE_EVENTS, file_ids
-from receiver.scheduler import DescribeScheduler
+from receiver.ratelimit import HostQuota
+from receiver.scheduler import host_scheduler
 from receiver.sinks import Sink
 from receiver.stores import health_board_beside, ledger_beside
 from receiver.tencentcloud import Failure
 from receiver.worker.forwarding import Forwarder, Outbox
-from receiver.worker.reconciling import MEDIA_INFOS_PER_CALL, Reconciler
-from receiver.worker.units import NO_CALL, Defer, Judged, Unit, call_key
+from receiver.worker.planning import Planner
+from receiver.worker.reconciling import Reconciler
+from receiver.worker.units import NO_CALL, Defer, Judged, Unit
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,6 @@ IN_HAND_MAX = 2_000  # records one process holds at most
 IDLE_POLL_SECONDS = 0.05
 BUSY_POLL_SECONDS = 0.025  # a busy loop looks for room to start work at least this often
 STOP_SECONDS = 15.0  # calls in flight at a stop get this long to finish
-# Final answers kept in memory; the oldest are forgotten first.
 
 
 class Worker:
@@ -96,17 +94,17 @@ class Worker:
         self.clock = clock
         self.lease_seconds = settings.worker_lease_seconds
         self.stopping = threading.Event()
-        self.scheduler = _scheduler(settings, tencentcloud, quotas)
+        self.scheduler = host_scheduler(settings, tencentcloud, quotas)
         self._thread_count = self.scheduler.threads_needed if self.scheduler else 1
         self._threads = ThreadPoolExecutor(self._thread_count, thread_name_prefix="reconcile")
-        self._health: dict[str, str] = {}
+        self._report = HealthReporter(self.health, clock).report  # once per change
         self.reconciler = Reconciler(settings, self.scheduler, clock, self._report)
+        self.planner = Planner(settings, self.reconciler.image_tasks)
         # What the loop holds: every record in hand, units not started yet (per action, by priority),
         # task units not started yet by call (a later callback of the task joins its unit), units running,
         # and verdicts waiting to be forwarded and settled.
         self._in_hand: dict[str, ClaimedRecord] = {}
         self._waiting: dict[tuple[str, str], list[tuple[int, str, int, Unit]]] = {}
-        self._waiting_tasks: dict[str, Unit] = {}
         self._order = itertools.count()
         self._running: dict[tuple[str, str], int] = {}
         # Units hand their verdicts back through a Queue: made of threading primitives, which gevent patches.
@@ -174,7 +172,7 @@ class Worker:
             for _, _, _, unit in waiting:
                 self._hand_over([(item, Defer()) for item in unit.items])
         self._waiting.clear()
-        self._waiting_tasks.clear()
+        self.planner.clear()
         deadline = time.monotonic() + STOP_SECONDS
         while self._running_total and time.monotonic() < deadline:
             self._collect(0.1)
@@ -231,46 +229,12 @@ class Worker:
         with self._hand_lock:
             for item in claimed:
                 self._in_hand[item.record.id] = item
-        for unit in self._plan(claimed):
+        for unit in self.planner.plan(claimed):
             if unit.action == NO_CALL or self.scheduler is None:
                 self._hand_over(self.reconciler.work(unit))
             else:
                 heapq.heappush(self._waiting.setdefault(unit.action, []),
                                (unit.priority, unit.items[0].record.id, next(self._order), unit))
-
-    # --- 2. planning --------------------------------------------------------------------
-
-    def _plan(self, claimed: list[ClaimedRecord]) -> Iterator[Unit]:
-        files: list[tuple[ClaimedRecord, list[str]]] = []
-        for item in claimed:
-            try:  # a record that cannot even be planned fails alone
-                unit = self._unit_of(item, files)
-            except Exception as error:  # noqa: BLE001 - e.g. a stored body that no longer parses
-                log.exception("callback %s cannot be planned", item.record.id)
-                unit = Unit("broken", [item], error=error)
-            if unit is not None:
-                yield unit
-        yield from _file_units(files)
-
-    def _unit_of(self, item: ClaimedRecord, files: list[tuple[ClaimedRecord, list[str]]]) -> Unit | None:
-        """The new unit of one record, or None when it joins a unit (its task's, or the files')."""
-        record = item.record
-        if record.resolve_by == RESOLVE_BY_TASK_ID and record.task_id:
-            call = describe_call(record, self.settings.vod_subapp_id, self.reconciler.image_tasks)
-            assert call is not None
-            key = call_key(call)
-            unit = self._waiting_tasks.get(key)
-            if unit is not None:  # its task's unit waits already: one call for both
-                unit.items.append(item)
-                return None
-            self._waiting_tasks[key] = unit = Unit("task", [item], call)
-            return unit
-        if record.resolve_by == RESOLVE_BY_SESSION_ID:
-            return Unit("session", [item])
-        if record.source == "vod" and record.event_type in VOD_FILE_EVENTS:
-            files.append((item, file_ids(record)))
-            return None
-        return Unit("unreconcilable", [item])
 
     # --- 3. starting ----------------------------------------------------------------------
 
@@ -281,7 +245,7 @@ class Worker:
             while waiting and (ignore_room or self._has_room(action)):
                 unit = heapq.heappop(waiting)[3]
                 if unit.kind == "task" and unit.call is not None:
-                    self._waiting_tasks.pop(call_key(unit.call), None)
+                    self.planner.started(unit.call)
                 self._running[action] = self._running.get(action, 0) + 1
                 self._threads.submit(self._run_unit, unit)
 
@@ -353,39 +317,3 @@ class Worker:
             held = list(self._in_hand)
         if held:
             self.inbox.extend_leases(self.owner, held, self.lease_seconds, self.clock())
-
-    def _report(self, component: str, status: str, detail: str) -> None:
-        """Tell every web process's /readyz, once per change."""
-        if self._health.get(component) == status:
-            return
-        self._health[component] = status
-        try:
-            self.health.post(component, status, detail, self.clock())
-        except Exception:  # noqa: BLE001 - health is advisory; never fail a round for it
-            log.warning("could not record %s health", component)
-
-
-def _scheduler(settings: Settings, tencentcloud: Any | None,
-               quotas: dict[tuple[str, str], HostQuota] | None) -> DescribeScheduler | None:
-    """The host's Describe quotas (shared with its other worker processes) and the calls made under them."""
-    if tencentcloud is None:
-        return None
-    if quotas is None:
-        directory = quota_directory(settings.tencentcloud_secret_id or "", settings.endpoints)
-        quotas = host_quotas(directory, worker_limits(settings.rate_limits, settings.tencentcloud_quota_share))
-    return DescribeScheduler(tencentcloud.call, quotas, settings.tencentcloud_max_in_flight)
-
-
-def _file_units(files: list[tuple[ClaimedRecord, list[str]]]) -> Iterator[Unit]:
-    """File events packed, in order, into units of at most 20 distinct files (one call each)."""
-    unit, in_unit = Unit("files"), set()
-    for item, ids in files:
-        if unit.items and len(in_unit | set(ids)) > MEDIA_INFOS_PER_CALL:
-            yield unit
-            unit, in_unit = Unit("files"), set()
-        unit.items.append(item)
-        in_unit |= set(ids)
-    if unit.items:
-        yield unit
-
-
