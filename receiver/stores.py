@@ -10,6 +10,7 @@ from __future__ import annotations
 from receiver.health import DynamoHealthBoard, HealthBoard, SqliteHealthBoard
 from receiver.inbox import Inbox
 from receiver.ledger import ForwardedLedger
+from receiver.timeline import SqliteTimeline, Timeline
 
 
 def ledger_beside(inbox: Inbox) -> ForwardedLedger:
@@ -37,3 +38,12 @@ def health_board_beside(inbox: Inbox) -> HealthBoard:
     if isinstance(inbox, SqsInbox):
         return DynamoHealthBoard(inbox.store)
     raise TypeError(f"no health board is known beside a {type(inbox).__name__}")
+
+
+def timeline_beside(inbox: Inbox) -> Timeline:
+    """The task timeline in a SQLite inbox's file; an SQS deployment keeps none."""
+    from receiver.inbox.sqlite import SqliteInbox
+
+    if isinstance(inbox, SqliteInbox):
+        return SqliteTimeline(inbox.path)
+    return Timeline()

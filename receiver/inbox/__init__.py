@@ -168,6 +168,37 @@ class InboxStats(Protocol):
     def rejections_by_reason(self) -> dict[str, int]: ...
 
 
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as the inbox holds it, for `inspect` and `replay`."""
+
+    record: CallbackRecord
+    state: str
+    attempts: int
+    reason: str | None  # of a rejected record
+    last_error: str | None
+    duplicates: int  # copies answered duplicate while it held its key
+    updated_at: float
+
+
+class RecordLookup(Protocol):
+    """What `inspect` and `replay` read of an inbox that can find its records (SQLite; not an SQS queue)."""
+
+    def records_of_task(self, task_id: str) -> list[StoredRecord]:
+        """Every record of the task, oldest first."""
+        ...
+
+    def settled_records(self, states: tuple[str, ...], reason: str | None = None, source: str | None = None,
+                        since: float | None = None, until: float | None = None,
+                        ids: list[str] | None = None) -> list[StoredRecord]:
+        """Records in these states (dead, rejected) that match every filter given, oldest first."""
+        ...
+
+    def replay(self, ids: list[str], now: float) -> int:
+        """Make these dead or rejected records pending again, fresh attempts, behind first calls; how many."""
+        ...
+
+
 class DeadLetterStore(Protocol):
     """What `python -m receiver.deadletters` reads and replays."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from receiver.inbox import (
     PRIORITY_LOOK_AGAIN,
@@ -30,6 +31,7 @@ from receiver.inbox import (
     InboxUnavailable,
     Outcome,
     Settlement,
+    StoredRecord,
     in_claim_order,
     priority_sql,
 )
@@ -37,8 +39,9 @@ from receiver.inbox.sqlite_accept import RECORD_COLUMNS, GroupCommitter
 from receiver.records import CallbackRecord
 from receiver.sqlite_file import BUSY_TIMEOUT_SECONDS, SqliteFile, Writer
 
-# PRAGMA user_version of the current layout: 2 added copy-aware keys and priorities (issue 9).
-SCHEMA_VERSION = 2
+# PRAGMA user_version of the current layout: 2 added copy-aware keys and priorities (issue 9),
+# 3 the count of copies answered duplicate (for `inspect`).
+SCHEMA_VERSION = 3
 
 _INBOX_TABLE = """
 CREATE TABLE IF NOT EXISTS inbox (
@@ -66,7 +69,8 @@ CREATE TABLE IF NOT EXISTS inbox (
     holds_key        INTEGER NOT NULL DEFAULT 1,
     copies           INTEGER NOT NULL DEFAULT 0,
     patience_from    REAL,
-    priority         INTEGER NOT NULL DEFAULT 0
+    priority         INTEGER NOT NULL DEFAULT 0,
+    duplicates       INTEGER NOT NULL DEFAULT 0
 )
 """
 
@@ -137,8 +141,10 @@ def _initialize(path: Path) -> None:
         with writer.locked() as conn:
             (version,) = conn.execute("PRAGMA user_version").fetchone()
             exists = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'inbox'").fetchone()
-            if exists and version < SCHEMA_VERSION:
-                _upgrade(conn)
+            if exists and version < 2:
+                _upgrade(conn)  # rebuilt with the current table
+            elif exists and version < 3:
+                conn.execute("ALTER TABLE inbox ADD COLUMN duplicates INTEGER NOT NULL DEFAULT 0")
             conn.executescript(SCHEMA)
             if version != SCHEMA_VERSION:
                 # Only then: a write here needs the database lock, and a process booting
@@ -250,15 +256,51 @@ class SqliteInbox(Inbox):
         return [(CallbackRecord(*r[:-2]), r[-2], r[-1] or "") for r in rows]
 
     def replay_dead(self, ids: list[str] | None, now: float) -> int:
-        only = "" if ids is None else "AND id IN (SELECT value FROM json_each(?))"
-        params: tuple = (now, now) if ids is None else (now, now, json.dumps(ids))
+        return self.replay([stored.record.id for stored in self.settled_records(("dead",), ids=ids)], now)
+
+    # --- RecordLookup ----------------------------------------------------------------------
+
+    def records_of_task(self, task_id: str) -> list[StoredRecord]:
+        rows = self._file.read(f"SELECT {_STORED_COLUMNS} FROM inbox WHERE task_id = ? ORDER BY received_at, id",
+                               (task_id,))
+        return [_stored(row) for row in rows]
+
+    def settled_records(self, states: tuple[str, ...], reason: str | None = None, source: str | None = None,
+                        since: float | None = None, until: float | None = None,
+                        ids: list[str] | None = None) -> list[StoredRecord]:
+        where = ["state IN (SELECT value FROM json_each(?))"]
+        params: list[Any] = [json.dumps(list(states))]
+        for clause, value in (("reason = ?", reason), ("source = ?", source), ("received_at >= ?", since),
+                              ("received_at < ?", until)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        if ids is not None:
+            where.append("id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(ids))
+        rows = self._file.read(f"SELECT {_STORED_COLUMNS} FROM inbox WHERE {' AND '.join(where)} "
+                               "ORDER BY received_at, id", tuple(params))
+        return [_stored(row) for row in rows]
+
+    def replay(self, ids: list[str], now: float) -> int:
+        if not ids:
+            return 0
         with self._file.transaction() as conn:
             cursor = conn.execute(
-                "UPDATE inbox SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ? "
-                f"WHERE state = 'dead' {only}",
-                params,
+                "UPDATE inbox SET state = 'pending', attempts = 0, next_attempt_at = ?, updated_at = ?, "
+                f"reason = NULL, priority = {priority_sql(RETRY_PRIORITY, PRIORITY_LOOK_AGAIN)} "
+                "WHERE state IN ('dead', 'rejected') AND id IN (SELECT value FROM json_each(?))",
+                (now, now, json.dumps(ids)),
             )
         return cursor.rowcount
 
     def close(self) -> None:
         self._file.close()
+
+
+_STORED_COLUMNS = f"{_RECORD_COLUMNS}, state, attempts, reason, last_error, duplicates, updated_at"
+
+
+def _stored(row: tuple) -> StoredRecord:
+    *record, state, attempts, reason, last_error, duplicates, updated_at = row
+    return StoredRecord(CallbackRecord(*record), state, attempts, reason, last_error, duplicates, updated_at)

@@ -44,6 +44,7 @@ FROM json_each(?)
 WHERE true
 ON CONFLICT (dedup_key) WHERE holds_key = 1 DO UPDATE SET
     copies = copies + (state IN ('pending', 'leased')),
+    duplicates = duplicates + 1,
     patience_from = CASE WHEN state IN ('pending', 'leased') THEN excluded.received_at ELSE patience_from END
 RETURNING dedup_key, id
 """

@@ -112,6 +112,8 @@ class SqsSink:
         self._s3_client = s3_client
         self._max_message_size = max_message_size
         self._sleep = sleep
+        # SQS's message id of each event sent, until the worker takes it for the task timeline (`inspect`).
+        self.message_ids: dict[str, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SqsSink:
@@ -258,6 +260,7 @@ class SqsSink:
                 entry = pending.pop(success["Id"], None)
                 if entry is not None:
                     delivered.append(entry.event_id)
+                    self.message_ids[entry.event_id] = success["MessageId"]
             for failure in answer.get("Failed", []):
                 entry = pending.get(failure["Id"])
                 if entry is None:

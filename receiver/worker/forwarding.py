@@ -20,6 +20,7 @@ from receiver.ledger import EventStillInProgress, ForwardedLedger
 from receiver.reconcile import Forward, Reject
 from receiver.sinks import Sink, encode_event
 from receiver.tencentcloud import Failure
+from receiver.timeline import Entry, Timeline
 from receiver.worker.units import Bury, Judged, Retry, Verdict
 from schemas.event import NormalizedEventSchema
 
@@ -107,9 +108,11 @@ class Forwarder:
 
     def __init__(self, inbox: Inbox, ledger: ForwardedLedger, sink: Sink, owner: str, hold_seconds: float,
                  clock: Callable[[], float], failed: Callable[[ClaimedRecord, Failure, BaseException], Verdict],
-                 report: Callable[[str, str, str], None]):
+                 report: Callable[[str, str, str], None], timeline: Timeline | None = None):
         self.inbox = inbox
         self.ledger = ledger
+        self.timeline = timeline or Timeline()
+        self._sent: set[str] = set()  # the event ids the last batch sent
         self.sink = sink
         self.owner = owner
         self.hold_seconds = hold_seconds  # the records' lease: a dead worker's claims run out with it
@@ -119,9 +122,13 @@ class Forwarder:
         self._schema = NormalizedEventSchema()
 
     def forward_and_settle(self, judged: Judged) -> None:
+        self._sent = set()
         judged = self.forward(judged)
         now = self.clock()
         self.inbox.settle(self.owner, [settlement(item, verdict, now) for item, verdict in judged], now)
+        sink_ids = getattr(self.sink, "message_ids", {})
+        message_ids = {event_id: sink_ids.pop(event_id) for event_id in self._sent if event_id in sink_ids}
+        self.timeline.append(entries_of(judged, self._sent, type(self.sink).__name__, message_ids, now))
 
     def forward(self, judged: Judged) -> Judged:
         """Send each event once per deployment; what the sink took stays Forward, the rest becomes a retry."""
@@ -157,10 +164,12 @@ class Forwarder:
         except Exception as error:  # noqa: BLE001 - any sink failure keeps the events it did not take
             self._report("sink", "failing", type(error).__name__)
             delivered = sorted(set(fresh) & set(getattr(error, "delivered", ())))
+            self._sent = set(delivered)
             self.ledger.settle(claims, delivered, now)  # the others are free at once for the retry
             sent = claims.forwarded | set(delivered)
             return [(item, verdict if verdict.event["event_id"] in sent else self._failed(item, Failure.OTHER, error))
                     for item, verdict in outgoing]
+        self._sent = set(fresh)
         self.ledger.settle(claims, list(fresh), now)
         self._report("sink", "ok", "")
         if fresh:
@@ -181,3 +190,31 @@ def settlement(item: ClaimedRecord, verdict: Verdict, now: float) -> Settlement:
     if isinstance(verdict, Bury):
         return Settlement(record_id, Outcome.DEAD, verdict.error)
     return Settlement(record_id, Outcome.DEFERRED)
+
+
+def entries_of(judged: Judged, sent: set[str], sink: str, message_ids: dict[str, str], now: float) -> list[Entry]:
+    """The timeline entries of settled verdicts (a record without a task id, or deferred, leaves none)."""
+    entries = []
+    for item, verdict in judged:
+        detail = _detail(verdict, sent, sink, message_ids)
+        if detail is not None and item.record.task_id:
+            kind, fields = detail
+            entries.append(Entry(item.record.task_id, item.record.source, item.record.id, now, kind, fields))
+    return entries
+
+
+def _detail(verdict: Any, sent: set[str], sink: str, message_ids: dict[str, str]) -> tuple[str, dict] | None:
+    if isinstance(verdict, Forward):
+        event_id = verdict.event["event_id"]
+        fields = {"event_id": event_id, "status": verdict.event.get("status"),
+                  "reconciled_with": verdict.event.get("reconciled_with"), "confirmed": verdict.confirmed}
+        if event_id in sent:
+            return "forwarded", {**fields, "sink": sink, "message_id": message_ids.get(event_id)}
+        return "already_forwarded", fields
+    if isinstance(verdict, Reject):
+        return "rejected", {"reason": verdict.reason, "detail": verdict.detail}
+    if isinstance(verdict, Retry):
+        return "retry", {"error": verdict.error}
+    if isinstance(verdict, Bury):
+        return "dead", {"error": verdict.error}
+    return None

@@ -50,7 +50,7 @@ from receiver.ledger import ForwardedLedger
 from receiver.ratelimit import HostQuota
 from receiver.scheduler import host_scheduler
 from receiver.sinks import Sink
-from receiver.stores import health_board_beside, ledger_beside
+from receiver.stores import health_board_beside, ledger_beside, timeline_beside
 from receiver.tencentcloud import Failure
 from receiver.worker.forwarding import Forwarder, Outbox
 from receiver.worker.planning import Planner
@@ -113,7 +113,7 @@ class Worker:
         # settles them while the loop goes on claiming and starting: a slow sink never idles the quota.
         self._outbox = Outbox()
         self.forwarder = Forwarder(inbox, self.ledger, sink, self.owner, self.lease_seconds, clock,
-                                   self.reconciler.failed, self._report)
+                                   self.reconciler.failed, self._report, timeline_beside(inbox))
         self._forwarding: threading.Thread | None = None
         self._hand_lock = threading.Lock()  # _in_hand: added to by the loop, settled by the forwarder
         self._last_peek = self._next_claim = self._last_heartbeat = 0.0
