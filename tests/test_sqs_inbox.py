@@ -7,6 +7,9 @@ the table, as web instances and workers on different machines do.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +24,7 @@ from receiver.inbox import InboxUnavailable, Outcome, Settlement, open_inbox, sq
 from receiver.inbox.sqs import SqsInbox
 from receiver.records import CallbackRecord, new_record_id
 from tests.moto_fixtures import MotoServer, create_inbox_queue, create_table, drain
-from tests.servers import wait_until
+from tests.servers import ROOT, wait_until
 
 OWNER = "host-a:1"
 
@@ -265,3 +268,27 @@ def test_a_deferred_record_comes_back_at_once(deployment):
     assert again.record.id == callback.id
 
 
+
+
+# --- the command line on an SQS deployment ----------------------------------------------------------
+
+
+def test_inspect_on_an_sqs_inbox_says_what_it_cannot_see_and_lists_the_tasks_dead_letters(deployment):
+    inbox = deployment.inbox()
+    buried = record(task_id=f"2500000000-WorkflowTask-{uuid.uuid4().hex}")
+    inbox.accept(buried)
+    claim_until(inbox, 1)
+    inbox.bury(OWNER, buried.id, "SqsSinkError: the sink is down", time.time())
+    env = {**os.environ, "INBOX_URL": f"sqs+{deployment.queue_url}", "IDEMPOTENCY_TABLE": deployment.table}
+
+    def tc_receiver(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "receiver", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    shown = wait_until(lambda: (out := tc_receiver("inspect", buried.task_id, "--json")).returncode == 0
+                       and json.loads(out.stdout)["timeline"] and out, 15, "the dead letter to be listed")
+    answer = json.loads(shown.stdout)
+    assert [(item["what"], item["record_id"]) for item in answer["timeline"]] == [("dead", buried.id)]
+    assert "not kept" in answer["note"]
+    refused = tc_receiver("replay", "--reason", "unknown_task")
+    assert refused.returncode != 0 and "SQS inbox keeps no rejected records" in refused.stderr

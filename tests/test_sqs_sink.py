@@ -119,6 +119,8 @@ def test_standard_queue_batches_of_ten_with_attributes(moto_server: MotoServer) 
         assert all(a["DataType"] == "String" for a in message["MessageAttributes"].values())
         assert "MessageGroupId" not in message["Attributes"]
         validate_event(event_back)
+        # What `inspect` shows: SQS's own message id of each event, kept by the sink until the worker takes it.
+        assert sink.message_ids[event["event_id"]] == message["MessageId"]
     assert "task_id" not in got[events[5]["event_id"]][1]["MessageAttributes"]
     assert "status" not in got[events[6]["event_id"]][1]["MessageAttributes"]
     assert sink.recover_forwarded_ids() == set()
