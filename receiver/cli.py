@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import click
 
 from receiver.config import ConfigError, load_settings
-from receiver.inbox import Inbox, StoredRecord, open_inbox
+from receiver.inbox import DeadLetterStore, Inbox, RecordLookup, StoredRecord, open_inbox
 from receiver.inspection import NOT_KEPT_ON_SQS, as_json, as_table, iso, timeline
 
 REPLAY_CHUNK = 100  # records made pending per transaction
@@ -36,8 +36,10 @@ def _inbox() -> Inbox:
         raise click.ClickException(f"configuration error: {error}") from error
 
 
-def _searchable(inbox: Inbox) -> bool:
-    return hasattr(inbox, "records_of_task")
+def _dead_letter_store(inbox: Inbox) -> DeadLetterStore:
+    if not isinstance(inbox, DeadLetterStore):
+        raise click.ClickException(f"{type(inbox).__name__} keeps no dead letters")
+    return inbox
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -85,14 +87,13 @@ def inspect(task_id: str, as_json_output: bool) -> None:
     """Everything known about TASK_ID, oldest first: callbacks and door answers, Describe answers,
     rejections, events forwarded, dead letters."""
     inbox = _inbox()
-    if _searchable(inbox):
+    if isinstance(inbox, RecordLookup):
         from receiver.stores import timeline_beside
 
-        records = inbox.records_of_task(task_id)  # type: ignore[attr-defined]
-        items, note = timeline(records, timeline_beside(inbox).of_task(task_id)), None
+        items, note = timeline(inbox.records_of_task(task_id), timeline_beside(inbox).of_task(task_id)), None
     else:
         items = [{"at": record.received_at, "record_id": record.id, "what": "dead", "error": error}
-                 for record, _, error in inbox.dead_letters(1000) if record.task_id == task_id]  # type: ignore
+                 for record, _, error in _dead_letter_store(inbox).dead_letters(1000) if record.task_id == task_id]
         note = NOT_KEPT_ON_SQS
     click.echo(as_json(task_id, items, note) if as_json_output else as_table(task_id, items, note))
 
@@ -107,7 +108,7 @@ def dead_letters() -> None:
 @click.option("--json", "as_json_output", is_flag=True, help="machine-readable output")
 def list_dead_letters(limit: int, as_json_output: bool) -> None:
     """The dead letters, newest first: record, task, attempts, last error."""
-    letters = _inbox().dead_letters(limit)  # type: ignore[attr-defined]
+    letters = _dead_letter_store(_inbox()).dead_letters(limit)
     if as_json_output:
         click.echo(json.dumps([{"record_id": r.id, "source": r.source, "event_type": r.event_type,
                                 "task_id": r.task_id, "received_at": iso(r.received_at), "attempts": attempts,
@@ -150,18 +151,19 @@ def replay(ids: tuple[str, ...], state: str, reason: str | None, source: str | N
     rate limits; their events keep their event_id, so one already forwarded is
     not forwarded again."""
     inbox = _inbox()
-    if not _searchable(inbox):
+    if not isinstance(inbox, RecordLookup):
         if reason or source or since or until or state == "rejected":
             raise click.ClickException("an SQS inbox keeps no rejected records and cannot filter dead letters: "
                                        "replay dead letters by id, or all of them")
-        count = inbox.replay_dead(list(ids) or None, time.time()) if not dry_run else 0  # type: ignore
-        click.echo(f"replayed {count} dead letter(s)" if not dry_run else "an SQS inbox cannot list a dry run")
+        if dry_run:
+            raise click.ClickException("an SQS inbox cannot list a dry run: `dead-letters list` shows them")
+        count = _dead_letter_store(inbox).replay_dead(list(ids) or None, time.time())
+        click.echo(f"replayed {count} dead letter(s)")
         return
     states = ("dead", "rejected") if state == "any" else (state,)
     if reason is not None:
         states = ("rejected",)
-    chosen = inbox.settled_records(states, reason, source, _moment(since), _moment(until),  # type: ignore
-                                   list(ids) or None)
+    chosen = inbox.settled_records(states, reason, source, _moment(since), _moment(until), list(ids) or None)
     for stored in chosen:
         click.echo(_replay_line(stored))
     if dry_run:
@@ -172,7 +174,7 @@ def replay(ids: tuple[str, ...], state: str, reason: str | None, source: str | N
     with click.progressbar(chunks, label="replaying", file=sys.stderr if len(chosen) > SCREENFUL else None,
                            hidden=len(chosen) <= SCREENFUL) as bar:
         for chunk in bar:
-            replayed += inbox.replay([stored.record.id for stored in chunk], time.time())  # type: ignore
+            replayed += inbox.replay([stored.record.id for stored in chunk], time.time())
     click.echo(f"replayed {replayed} record(s): the worker reconciles them again")
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from receiver.config import ConfigError, Settings
 from receiver.records import ORIGIN_CALLBACK, ORIGIN_SWEEPER, CallbackRecord
@@ -181,6 +181,7 @@ class StoredRecord:
     updated_at: float
 
 
+@runtime_checkable
 class RecordLookup(Protocol):
     """What `inspect` and `replay` read of an inbox that can find its records (SQLite; not an SQS queue)."""
 
@@ -199,6 +200,7 @@ class RecordLookup(Protocol):
         ...
 
 
+@runtime_checkable
 class DeadLetterStore(Protocol):
     """What `python -m receiver.deadletters` reads and replays."""
 
