@@ -5,15 +5,14 @@ GUNICORN_WORKER_CLASS and GUNICORN_THREADS are read here.
 """
 
 import os
-import shutil
 import sys
-import tempfile
 
 from receiver.config import ConfigError, load_settings
+from receiver.metrics_dir import share_host_directory
 
 # Fail in the master, once, with the variable's name, before forking workers.
 try:
-    load_settings()
+    _settings = load_settings()
 except ConfigError as _error:
     sys.exit(f"configuration error: {_error}")
 
@@ -37,17 +36,16 @@ access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
 # Escapes line breaks and quotes a client puts in the path (receiver/accesslog.py).
 logger_class = "receiver.accesslog.AccessLogger"
 
-# Counters shared by all workers (see receiver/metrics.py).
-if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="receiver-metrics-")
-    _owned_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
-else:
-    _owned_metrics_dir = None
+# Counters shared by the web workers and the deployment's other processes on this host, the worker and the
+# sweeper (receiver/metrics.py): named here, before a web worker imports prometheus_client. Never deleted at
+# exit: the others go on writing to it, and the counts outlive a restart of the web.
+share_host_directory(_settings.inbox_url)
 
 
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 
+    # Drops a dead worker's live gauges (none today); its counters stay summed.
     multiprocess.mark_process_dead(worker.pid)
 
 
@@ -55,9 +53,3 @@ def worker_exit(server, worker):
     from receiver.worker import stop_in_web
 
     stop_in_web(timeout=graceful_timeout)
-
-
-def on_exit(server):
-    if _owned_metrics_dir:
-        shutil.rmtree(_owned_metrics_dir, ignore_errors=True)
-

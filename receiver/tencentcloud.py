@@ -29,6 +29,7 @@ from tencentcloud.mps.v20190612 import mps_client
 from tencentcloud.vod.v20180717 import vod_client
 from urllib3.util.wait import wait_for_read
 
+from receiver import metrics
 from receiver.config import Settings
 from receiver.ratelimit import RateLimits, departing
 
@@ -70,6 +71,13 @@ def classify(error: TencentCloudSDKException) -> Failure:
                         "ResourceUnavailable", "FailedOperation")) or not code:
         return Failure.RETRY
     return Failure.OTHER
+
+
+def call_outcome(error: TencentCloudSDKException) -> str:
+    """The receiver_describe_calls_total outcome of a failed call: rate_limited, not_found or error."""
+    if (error.get_code() or "").startswith("RequestLimitExceeded"):
+        return "rate_limited"
+    return "not_found" if classify(error) is Failure.NOT_FOUND else "error"
 
 
 class _Departing:
@@ -257,9 +265,19 @@ class TencentCloud:
         waiting past it.
         """
         if self._limits is None:
-            return self._call(call)
+            return self._counted(call)
         with self._limits.slot(call.service, call.action, deadline):
-            return self._call(call)
+            return self._counted(call)
+
+    def _counted(self, call: DescribeCall) -> dict[str, Any]:
+        """`_call`, counted in receiver_describe_calls_total (a call our own limit never let go is not a call)."""
+        try:
+            response = self._call(call)
+        except TencentCloudSDKException as error:
+            metrics.DESCRIBE_CALLS.labels(call.service, call.action, call_outcome(error)).inc()
+            raise
+        metrics.DESCRIBE_CALLS.labels(call.service, call.action, "ok").inc()
+        return response
 
     def _call(self, call: DescribeCall) -> dict[str, Any]:
         try:

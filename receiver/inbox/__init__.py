@@ -156,6 +156,11 @@ class Inbox(ABC):
     def bury(self, owner: str, record_id: str, error: str, now: float) -> None:
         self.settle(owner, [Settlement(record_id, Outcome.DEAD, error)], now)
 
+    def oldest_pending_age(self, now: float) -> float | None:
+        """Seconds since the oldest record not yet settled (pending or leased) was received; 0.0 when none is;
+        None when this inbox cannot tell cheaply (the default)."""
+        return None
+
     @abstractmethod
     def close(self) -> None: ...
 
@@ -166,6 +171,10 @@ class InboxStats(Protocol):
     def counts_by_state(self) -> dict[str, int]: ...
 
     def rejections_by_reason(self) -> dict[str, int]: ...
+
+    def oldest_pending_age(self, now: float) -> float | None:
+        """See `Inbox.oldest_pending_age`: None leaves receiver_inbox_oldest_pending_seconds out."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -247,6 +247,10 @@ class SqliteInbox(Inbox):
     def rejections_by_reason(self) -> dict[str, int]:
         return dict(self._file.read("SELECT reason, COUNT(*) FROM inbox WHERE state = 'rejected' GROUP BY reason"))
 
+    def oldest_pending_age(self, now: float) -> float | None:
+        [(oldest,)] = self._file.read("SELECT MIN(received_at) FROM inbox WHERE state IN ('pending', 'leased')")
+        return 0.0 if oldest is None else max(0.0, now - oldest)
+
     def dead_letters(self, limit: int) -> list[tuple[CallbackRecord, int, str]]:
         rows = self._file.read(
             f"SELECT {_RECORD_COLUMNS}, attempts, last_error FROM inbox WHERE state = 'dead' "

@@ -292,5 +292,10 @@ class SqsInbox(Inbox):
         counters = self.store.get(REJECTIONS_KEY)
         return {reason: int(n) for reason, n in counters.items() if reason != "id"}
 
+    def oldest_pending_age(self, now: float) -> float | None:
+        # SQS tells a queue's oldest message's age only through CloudWatch (ApproximateAgeOfOldestMessage),
+        # not GetQueueAttributes; finding it here would mean receiving every message. Alert on CloudWatch.
+        return None
+
     def close(self) -> None:
         pass  # boto3 clients need no closing

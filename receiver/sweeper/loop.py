@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 
+from receiver import metrics
 from receiver.config import Settings
 from receiver.events import event_id
 from receiver.inbox import Inbox
@@ -57,6 +58,7 @@ class Sweeper:
         window = (now - self.settings.sweep_lookback_seconds, now)
         for source, listing in self.lister.listings().items():
             product = report.products[source] = ProductReport()
+            metrics.SWEEPS.labels(source)  # at 0 from the first try: an alert on its increase sees a failing one
             try:
                 for page in listing(window, product):
                     self._enqueue(source, page, product)
@@ -65,6 +67,11 @@ class Sweeper:
             except Exception as error:  # noqa: BLE001 - one product's trouble does not stop the others
                 product.error = _describe_error(error)
                 log.warning("sweep %s failed after %d page(s): %s", source, product.pages, product.error)
+            # What it found counts even when a later page failed; a sweep counts once it listed every page,
+            # so that "no sweep in three intervals" also tells of a sweeper that runs but cannot list.
+            metrics.SWEPT_MISSING.labels(source).inc(product.missing)
+            if product.error is None and not self.stopping.is_set():
+                metrics.SWEEPS.labels(source).inc()
             log.info("sweep %s: examined %d finished task(s) in %d page(s), found %d missing (enqueued), "
                      "%d already forwarded%s", source, product.examined, product.pages, product.missing,
                      product.forwarded, f"; failed: {product.error}" if product.error else "")

@@ -17,6 +17,7 @@ from typing import Any
 
 from receiver.inbox import ClaimedRecord, Inbox, Outcome, Settlement
 from receiver.ledger import EventStillInProgress, ForwardedLedger
+from receiver.metrics import count_forwarded
 from receiver.reconcile import Forward, Reject
 from receiver.sinks import Sink, encode_event
 from receiver.tencentcloud import Failure
@@ -166,11 +167,15 @@ class Forwarder:
             delivered = sorted(set(fresh) & set(getattr(error, "delivered", ())))
             self._sent = set(delivered)
             self.ledger.settle(claims, delivered, now)  # the others are free at once for the retry
+            count_forwarded([(v.event, item.record.received_at) for item, v in outgoing
+                             if v.event["event_id"] in delivered], self.clock())
             sent = claims.forwarded | set(delivered)
             return [(item, verdict if verdict.event["event_id"] in sent else self._failed(item, Failure.OTHER, error))
                     for item, verdict in outgoing]
         self._sent = set(fresh)
         self.ledger.settle(claims, list(fresh), now)
+        count_forwarded([(v.event, item.record.received_at) for item, v in outgoing if v.event["event_id"] in fresh],
+                        self.clock())
         self._report("sink", "ok", "")
         if fresh:
             log.info("forwarded %d event(s) for %d callback(s)", len(fresh), len(outgoing))
