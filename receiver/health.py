@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from receiver.inbox import Inbox, InboxUnavailable
 from receiver.sqlite_file import SqliteFile, create_tables
 
 if TYPE_CHECKING:
@@ -38,6 +39,18 @@ class HealthBoard(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def readiness(inbox: Inbox, board: HealthBoard) -> dict[str, str]:
+    """The /readyz checks: `inbox` ok or unavailable; `sink` and `tencentcloud` ok, failing or unknown, as the
+    workers last posted them ("unknown" until one has: the web process itself calls neither)."""
+    try:
+        inbox.check_writable()
+        reported = board.statuses()
+    except (InboxUnavailable, HealthUnavailable):
+        return {"inbox": "unavailable", "sink": "unknown", "tencentcloud": "unknown"}
+    return {"inbox": "ok", "sink": reported.get("sink", "unknown"),
+            "tencentcloud": reported.get("tencentcloud", "unknown")}
 
 
 class HealthReporter:

@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from receiver import metrics
 from receiver.auth import AMS_SIGNATURE_HEADER, AuthenticationError
 from receiver.config import PRODUCTS, Settings
-from receiver.health import HealthBoard, HealthUnavailable
+from receiver.health import HealthBoard, readiness
 from receiver.inbox import Inbox, InboxUnavailable
 from receiver.intake import Intake, InvalidPayload, UnsupportedFormat
 from receiver.stores import health_board_beside
@@ -139,20 +139,12 @@ def healthz() -> Response:
 @routes.get("/readyz")
 def readyz() -> Response:
     """Ready while the inbox takes writes; degraded (still 200) while a worker reports trouble."""
-    inbox: Inbox = current_app.extensions["receiver.inbox"]
-    board: HealthBoard = current_app.extensions["receiver.health"]
-    try:
-        inbox.check_writable()
-        reported = board.statuses()
-    except (InboxUnavailable, HealthUnavailable):
-        checks = {"inbox": "unavailable", "sink": "unknown", "tencentcloud": "unknown"}
+    checks = readiness(current_app.extensions["receiver.inbox"], current_app.extensions["receiver.health"])
+    if checks["inbox"] == "unavailable":
         response = jsonify({"status": "unavailable", "checks": checks})
         response.status_code = 503
         response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
-    # "unknown" until a worker has reported: the web process itself calls neither.
-    checks = {"inbox": "ok", "sink": reported.get("sink", "unknown"),
-              "tencentcloud": reported.get("tencentcloud", "unknown")}
     status = "degraded" if "failing" in checks.values() else "ok"
     return jsonify({"status": status, "checks": checks})
 
@@ -160,7 +152,7 @@ def readyz() -> Response:
 @routes.get("/metrics")
 def metrics_route() -> Response:
     inbox: Inbox = current_app.extensions["receiver.inbox"]
-    body, content_type = metrics.render(inbox)
+    body, content_type = metrics.render(inbox, current_app.extensions["receiver.health"])
     return Response(body, content_type=content_type)
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from receiver.metrics_dir import share_host_directory
 
@@ -45,6 +45,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric  # noqa: E402
 from prometheus_client.multiprocess import MultiProcessCollector  # noqa: E402
 
 from receiver.inbox import STATES, InboxStats  # noqa: E402
+
+if TYPE_CHECKING:
+    from receiver.health import HealthBoard
+    from receiver.inbox import Inbox
 
 # --- the web processes ------------------------------------------------------------------
 
@@ -152,8 +156,25 @@ class InboxCollector:
         yield oldest
 
 
-def render(inbox: InboxStats) -> tuple[bytes, str]:
-    """The text exposition of every metric, and its content type."""
+class ReadinessCollector:
+    """`receiver_ready{check}`: the /readyz checks as 1 (ok, or not reported yet) or 0 (unavailable, failing)."""
+
+    def __init__(self, inbox: Inbox, board: HealthBoard):
+        self._inbox = inbox
+        self._board = board
+
+    def collect(self) -> Iterable[Metric]:
+        from receiver.health import readiness
+
+        ready = GaugeMetricFamily("receiver_ready", "Each /readyz check: 1 while fine, 0 while failing.",
+                                  labels=["check"])
+        for check, status in readiness(self._inbox, self._board).items():
+            ready.add_metric([check], 0 if status in ("unavailable", "failing") else 1)
+        yield ready
+
+
+def render(inbox: InboxStats, board: HealthBoard | None = None) -> tuple[bytes, str]:
+    """The text exposition of every metric, and its content type (with `board`, the readiness checks too)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         counters = CollectorRegistry()
         MultiProcessCollector(counters)
@@ -161,4 +182,6 @@ def render(inbox: InboxStats) -> tuple[bytes, str]:
         counters = REGISTRY
     from_inbox = CollectorRegistry()
     from_inbox.register(InboxCollector(inbox))
+    if board is not None:
+        from_inbox.register(ReadinessCollector(inbox, board))
     return generate_latest(counters) + generate_latest(from_inbox), CONTENT_TYPE_LATEST

@@ -230,6 +230,7 @@ def test_inbox_not_writable_is_503_with_retry_after(start_receiver, tmp_path):
     threads = [
         threading.Thread(target=call, args=("post", lambda: post_mps(server.url, body))),
         threading.Thread(target=call, args=("ready", lambda: requests.get(server.url + "/readyz", timeout=30))),
+        threading.Thread(target=call, args=("metrics", lambda: requests.get(server.url + "/metrics", timeout=30))),
     ]
     for t in threads:
         t.start()
@@ -242,6 +243,9 @@ def test_inbox_not_writable_is_503_with_retry_after(start_receiver, tmp_path):
     assert answers["ready"].status_code == 503
     assert answers["ready"].json()["status"] == "unavailable"
     assert answers["ready"].json()["checks"]["inbox"] == "unavailable"
+    # The alert on readiness reads the same checks from /metrics.
+    assert 'receiver_ready{check="inbox"} 0.0' in answers["metrics"].text
+    assert 'receiver_ready{check="inbox"} 1.0' in requests.get(server.url + "/metrics", timeout=10).text
     # Once the lock is gone the same callback is accepted.
     assert post_mps(server.url, body).json()["status"] in ("accepted", "duplicate")
 
