@@ -171,7 +171,7 @@ def replay(ids: tuple[str, ...], state: str, reason: str | None, source: str | N
         return
     replayed = 0
     chunks = [chosen[i:i + REPLAY_CHUNK] for i in range(0, len(chosen), REPLAY_CHUNK)]
-    with click.progressbar(chunks, label="replaying", file=sys.stderr if len(chosen) > SCREENFUL else None,
+    with click.progressbar(chunks, label="replaying", file=sys.stderr,
                            hidden=len(chosen) <= SCREENFUL) as bar:
         for chunk in bar:
             replayed += inbox.replay([stored.record.id for stored in chunk], time.time())

@@ -9,7 +9,7 @@ error). `inspect TASK_ID` reads both, oldest first.
 
 One host: a table in the inbox's SQLite file, entries older than
 `KEEP_SECONDS` pruned as new ones come. An SQS deployment keeps no timeline
-(its records live in a queue; see `receiver.inspect`).
+(its records live in a queue; see `receiver.inspection`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Entry:
     source: str
     record_id: str
     at: float
-    kind: str  # forwarded | rejected | retry | dead
+    kind: str  # forwarded | already_forwarded | rejected | retry | dead
     detail: dict[str, Any]
 
 

@@ -8,12 +8,15 @@ each with its token and when it runs out. A claim step is one transaction.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import uuid
 from pathlib import Path
 
 from receiver.ledger import ClaimStep, LedgerStore
 from receiver.sqlite_file import SqliteFile, create_tables
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS forwarded (
@@ -69,8 +72,8 @@ class SqliteLedgerStore(LedgerStore):
         try:
             with self._file.transaction() as conn:
                 conn.executemany("DELETE FROM forwarding WHERE event_id = ? AND token = ?", list(held.items()))
-        except (sqlite3.Error, OSError):
-            pass  # the claims run out by themselves
+        except (sqlite3.Error, OSError) as error:
+            log.warning("could not release %d event claim(s) (they will run out): %s", len(held), error)
 
     def known_forwarded(self, event_ids: list[str]) -> set[str]:
         if not event_ids:

@@ -113,7 +113,6 @@ class Forwarder:
         self.inbox = inbox
         self.ledger = ledger
         self.timeline = timeline or Timeline()
-        self._sent: set[str] = set()  # the event ids the last batch sent
         self.sink = sink
         self.owner = owner
         self.hold_seconds = hold_seconds  # the records' lease: a dead worker's claims run out with it
@@ -123,16 +122,16 @@ class Forwarder:
         self._schema = NormalizedEventSchema()
 
     def forward_and_settle(self, judged: Judged) -> None:
-        self._sent = set()
-        judged = self.forward(judged)
+        judged, sent = self.forward(judged)
         now = self.clock()
         self.inbox.settle(self.owner, [settlement(item, verdict, now) for item, verdict in judged], now)
         sink_ids = getattr(self.sink, "message_ids", {})
-        message_ids = {event_id: sink_ids.pop(event_id) for event_id in self._sent if event_id in sink_ids}
-        self.timeline.append(entries_of(judged, self._sent, type(self.sink).__name__, message_ids, now))
+        message_ids = {event_id: sink_ids.pop(event_id) for event_id in sent if event_id in sink_ids}
+        self.timeline.append(entries_of(judged, sent, type(self.sink).__name__, message_ids, now))
 
-    def forward(self, judged: Judged) -> Judged:
-        """Send each event once per deployment; what the sink took stays Forward, the rest becomes a retry."""
+    def forward(self, judged: Judged) -> tuple[Judged, set[str]]:
+        """Send each event once per deployment; what the sink took stays Forward, the rest becomes a retry.
+        Also the event ids sent now."""
         outgoing: Judged = []
         result: Judged = []
         for item, verdict in judged:
@@ -147,39 +146,42 @@ class Forwarder:
                 result.append((item, self._failed(item, Failure.OTHER, error)))
                 continue
             outgoing.append((item, verdict))
-        return result + self._send(outgoing) if outgoing else result
+        if not outgoing:
+            return result, set()
+        sent_verdicts, sent = self._send(outgoing)
+        return result + sent_verdicts, sent
 
-    def _send(self, outgoing: Judged) -> Judged:
+    def _send(self, outgoing: Judged) -> tuple[Judged, set[str]]:
+        """Claim, send, settle the claims; the verdicts as they stand now, and the event ids the sink took."""
         now = self.clock()
         try:
             claims = self.ledger.claim([verdict.event["event_id"] for _, verdict in outgoing], self.hold_seconds, now)
         except EventStillInProgress as error:
             # Another worker is sending one of these right now: look again once it is done.
-            return [(item, Retry(str(error), now + LOOK_AGAIN_SECONDS)) for item, _ in outgoing]
+            return [(item, Retry(str(error), now + LOOK_AGAIN_SECONDS)) for item, _ in outgoing], set()
         fresh: dict[str, dict[str, Any]] = {}
         for _, verdict in outgoing:
             if verdict.event["event_id"] not in claims.forwarded:
                 fresh.setdefault(verdict.event["event_id"], verdict.event)
+        failure: Exception | None = None
         try:
             self.sink.send(list(fresh.values()))
+            delivered = set(fresh)
         except Exception as error:  # noqa: BLE001 - any sink failure keeps the events it did not take
+            failure = error
             self._report("sink", "failing", type(error).__name__)
-            delivered = sorted(set(fresh) & set(getattr(error, "delivered", ())))
-            self._sent = set(delivered)
-            self.ledger.settle(claims, delivered, now)  # the others are free at once for the retry
-            count_forwarded([(v.event, item.record.received_at) for item, v in outgoing
-                             if v.event["event_id"] in delivered], self.clock())
-            sent = claims.forwarded | set(delivered)
-            return [(item, verdict if verdict.event["event_id"] in sent else self._failed(item, Failure.OTHER, error))
-                    for item, verdict in outgoing]
-        self._sent = set(fresh)
-        self.ledger.settle(claims, list(fresh), now)
-        count_forwarded([(v.event, item.record.received_at) for item, v in outgoing if v.event["event_id"] in fresh],
-                        self.clock())
+            delivered = set(fresh) & set(getattr(error, "delivered", ()))
+        self.ledger.settle(claims, sorted(delivered), now)  # what the sink did not take is free at once
+        count_forwarded([(v.event, item.record.received_at) for item, v in outgoing
+                         if v.event["event_id"] in delivered], self.clock())
+        if failure is not None:
+            sent = claims.forwarded | delivered
+            return [(item, verdict if verdict.event["event_id"] in sent else self._failed(item, Failure.OTHER, failure))
+                    for item, verdict in outgoing], delivered
         self._report("sink", "ok", "")
         if fresh:
             log.info("forwarded %d event(s) for %d callback(s)", len(fresh), len(outgoing))
-        return outgoing
+        return outgoing, delivered
 
 
 def settlement(item: ClaimedRecord, verdict: Verdict, now: float) -> Settlement:
