@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 IN_PROGRESS = "in_progress"
@@ -42,6 +43,9 @@ COMPLETED = "completed"
 # Outcomes of claim(): ours now, done before, or someone else is at it.
 CLAIMED = "claimed"
 
+# Bounded waits (botocore's default is 60 s a read, each attempt): a connection that hangs costs a worker
+# seconds, not minutes. A pool as large as a web process's threads and a worker's forwarding need.
+CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=20, max_pool_connections=32)
 _BATCH_WRITE_LIMIT = 25  # items per BatchWriteItem
 _UNPROCESSED_ROUNDS = 8  # DynamoDB may leave some items of a batch unprocessed under load
 
@@ -80,7 +84,7 @@ class IdempotencyStore:
         if self._client is None or self._client_pid != os.getpid():
             with self._lock:
                 if self._client is None or self._client_pid != os.getpid():
-                    self._client = boto3.client("dynamodb")
+                    self._client = boto3.client("dynamodb", config=CLIENT_CONFIG)
                     self._client_pid = os.getpid()
         return self._client
 

@@ -34,7 +34,7 @@ class MotoServer(ServerProcess):
     health_path = "/moto-api/"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        return [sys.executable, "-m", "tests.moto_serve", "-H", "127.0.0.1", "-p", str(self.port)]
 
     def env(self) -> dict[str, str]:
         """The environment that points the standard boto3 chain at this server."""

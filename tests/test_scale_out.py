@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 import uuid
 from collections import Counter
@@ -38,6 +39,7 @@ TASKS = 500
 # Every OLDER_CLAIM_EVERY-th task also gets a callback claiming PROCESSING: a second record whose
 # Describe answer (FINISH) makes the same event as the first.
 OLDER_CLAIM_EVERY = 4
+ACCESS_LINE = re.compile(r'^[0-9.]+ "')  # gunicorn's access log: not what a diagnosis needs
 PUBLIC_URL = "http://receiver.example.test"  # the load balancer both instances stand behind
 
 
@@ -143,7 +145,10 @@ def test_two_instances_and_two_workers_forward_each_of_500_events_once(scale_out
     def all_forwarded() -> bool:
         return wanted <= {e["task_id"] for e in scale_out.events()}
 
-    wait_until(all_forwarded, 90, f"events for {TASKS} tasks", interval=0.5)
+    try:
+        wait_until(all_forwarded, 90, f"events for {TASKS} tasks", interval=0.5)
+    except AssertionError as timeout:
+        raise AssertionError(f"{timeout}\n{_diagnosis(scale_out, wanted)}") from None
 
     def settled() -> bool:
         counts = _inbox_counts(scale_out)
@@ -163,3 +168,13 @@ def test_two_instances_and_two_workers_forward_each_of_500_events_once(scale_out
 
 def _inbox_counts(scale_out: ScaleOut) -> dict[str, int]:
     return SqsInbox(scale_out.queue_url, IdempotencyStore(scale_out.table)).counts_by_state()
+
+
+def _diagnosis(scale_out: ScaleOut, wanted: set[str]) -> str:
+    """What a timed-out run leaves to read: what is missing, where the records stand, what the workers said."""
+    missing = sorted(wanted - {e["task_id"] for e in scale_out.events()})
+    lines = [f"{len(missing)} task(s) without an event, e.g. {missing[:3]}; inbox {_inbox_counts(scale_out)}"]
+    for log in [*(w.log_path for w in scale_out.workers), *(w.log_path for w in scale_out.webs)]:
+        said = [line for line in log.read_text().splitlines() if " INFO " not in line and not ACCESS_LINE.match(line)]
+        lines += [f"--- {log.name}: {len(said)} line(s) above INFO, the last 15:", *said[-15:]]
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from receiver.config import ConfigError, load_settings
 from receiver.idempotency import CLAIMED, IdempotencyStore
@@ -266,6 +267,27 @@ def test_a_deferred_record_comes_back_at_once(deployment):
     inbox.settle(OWNER, [Settlement(callback.id, Outcome.DEFERRED)], time.time())
     [again] = claim_until(inbox, 1, timeout=5)
     assert again.record.id == callback.id
+
+
+class RejectionsFail(IdempotencyStore):
+    """The table refuses to store a rejection, as DynamoDB does in an outage (one edge, faulted on purpose)."""
+
+    def put_if_absent(self, key: str, data: Any, ttl_seconds: float, now: float) -> bool:
+        raise ClientError({"Error": {"Code": "InternalServerError", "Message": "injected"}}, "PutItem")
+
+
+def test_a_record_that_cannot_be_settled_does_not_keep_its_batch_mates_from_being_settled(deployment):
+    inbox = SqsInbox(deployment.queue_url, RejectionsFail(deployment.table))
+    stuck, done, deferred = record(), record(), record()
+    for callback in (stuck, done, deferred):
+        inbox.accept(callback)
+    claim_until(inbox, 3, lease=60)
+    inbox.settle(OWNER, [Settlement(stuck.id, Outcome.REJECTED, "unknown_task"), Settlement(done.id, Outcome.DONE),
+                         Settlement(deferred.id, Outcome.DEFERRED)], time.time())
+    [again] = claim_until(deployment.inbox(), 1, timeout=5)
+    assert again.record.id == deferred.id
+    # the one that failed keeps its lease (and comes back when it runs out); the done one is gone
+    assert deployment.inbox().counts_by_state() == {"pending": 0, "leased": 2, "dead": 0, "rejected": 0}
 
 
 

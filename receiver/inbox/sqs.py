@@ -189,30 +189,47 @@ class SqsInbox(Inbox):
                 log.warning("could not extend a lease: %s", failed.get("Message") or failed.get("Code"))
 
     def settle(self, owner: str, settlements: list[Settlement], now: float) -> None:
+        """Each record on its own: one that SQS or DynamoDB fails keeps its lease and comes back when it runs
+        out (its event, if sent, is known forwarded by then); the rest of the batch is settled."""
         done: list[str] = []
         for settlement in settlements:
-            outcome = settlement.outcome
-            if outcome is Outcome.DONE:
-                done.append(settlement.record_id)
-            elif outcome is Outcome.RETRY:
-                self._delay(settlement.record_id, settlement.detail, settlement.next_attempt_at or now, now)
-            elif outcome is Outcome.DEFERRED:
-                self._delay(settlement.record_id, "deferred", now, now)
-            elif outcome is Outcome.DEAD:
-                self._bury(settlement.record_id, settlement.detail)
-            elif self._reconcile_again(settlement.record_id):
-                continue
-            elif outcome is Outcome.REJECTED:
-                self._reject(settlement.record_id, settlement.detail, now)
-            else:  # UNCONFIRMED, key released: the event is out, the record is done
-                done.append(settlement.record_id)
+            try:
+                if self._settle_one(settlement, now):
+                    done.append(settlement.record_id)
+            except (ClientError, BotoCoreError) as error:
+                log.warning("could not settle callback %s (%s); it comes back when its lease runs out: %s",
+                            settlement.record_id, settlement.outcome.value, error)
         self._delete(done)
+
+    def _settle_one(self, settlement: Settlement, now: float) -> bool:
+        """Settle one record; True when it is done and only its message is left to delete."""
+        outcome = settlement.outcome
+        if outcome is Outcome.DONE:
+            return True
+        if outcome is Outcome.RETRY:
+            self._delay(settlement.record_id, settlement.detail, settlement.next_attempt_at or now, now)
+        elif outcome is Outcome.DEFERRED:
+            self._delay(settlement.record_id, "deferred", now, now)
+        elif outcome is Outcome.DEAD:
+            self._bury(settlement.record_id, settlement.detail)
+        elif self._reconcile_again(settlement.record_id):
+            pass
+        elif outcome is Outcome.REJECTED:
+            self._reject(settlement.record_id, settlement.detail, now)
+        else:  # UNCONFIRMED, key released: the event is out, the record is done
+            return True
+        return False
 
     def _delete(self, ids: list[str]) -> None:
         handles = [seen.receipt_handle for seen in map(self._take, ids) if seen is not None]
         for start in range(0, len(handles), MAX_RECEIVE):
             entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(handles[start:start + MAX_RECEIVE])]
-            answer = self._sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            try:
+                answer = self._sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except (ClientError, BotoCoreError) as error:
+                log.warning("could not delete %d inbox message(s); they come back and are settled then: %s",
+                            len(entries), error)
+                continue
             for failed in answer.get("Failed", []):
                 # A lease lost to another worker: the record comes back and is settled then.
                 log.warning("could not delete an inbox message: %s", failed.get("Message") or failed.get("Code"))

@@ -17,9 +17,13 @@ layers:
    released and `EventStillInProgress` raised: the worker looks again shortly.
 2. **settle** (`settle`): what the sink took is completed (forwarded, for
    good); the claims of what it did not take are released at once, so the
-   retry need not wait for them to run out. A failure to complete leaves
-   the claims to run out, never released: the event is out.
-3. A worker that dies holding claims lets them run out after `hold_seconds`;
+   retry need not wait for them to run out. A failure to complete is
+   logged, not raised: the sink took the events, so their records are done;
+   the claims, never released, run out.
+3. A store that fails a claim (an outage, a lock that does not clear): the
+   pass's claims are released and `LedgerUnavailable` raised, so the records
+   retry shortly instead of waiting out their lease behind claims of their own.
+4. A worker that dies holding claims lets them run out after `hold_seconds`;
    its records come back when their leases run out, and claim again. If it
    died after the sink took an event and before completing it, the next
    delivery sends the event again: at-least-once, the one case of a duplicate
@@ -28,10 +32,13 @@ layers:
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
 
 WAIT_SECONDS = 10.0  # how long a claim waits for another worker's claim of the same event
 POLL_SECONDS = 0.05
@@ -39,6 +46,10 @@ POLL_SECONDS = 0.05
 
 class EventStillInProgress(Exception):
     """Another worker is still forwarding one of these events: the worker looks again shortly."""
+
+
+class LedgerUnavailable(Exception):
+    """The store failed a claim: nothing was sent, nothing stays claimed; the worker tries again shortly."""
 
 
 @dataclass
@@ -63,7 +74,8 @@ class LedgerStore(ABC):
 
     @abstractmethod
     def claim_in_order(self, event_ids: list[str], hold_seconds: float, now: float) -> ClaimStep:
-        """Claim the ids in this order, stopping at the first one another worker holds."""
+        """Claim the ids in this order, stopping at the first one another worker holds.
+        A step that fails part way gives up what it claimed before raising."""
 
     @abstractmethod
     def complete(self, event_ids: list[str], now: float) -> None:
@@ -98,7 +110,11 @@ class ForwardedLedger:
         deadline = started + self.wait_seconds
         while remaining:
             # `now` moves on while we wait: a claim that ran out meanwhile is free.
-            step = self.store.claim_in_order(remaining, hold_seconds, now + time.monotonic() - started)
+            try:
+                step = self.store.claim_in_order(remaining, hold_seconds, now + time.monotonic() - started)
+            except Exception as error:  # noqa: BLE001 - any store failure: give back what the pass took
+                self.release(claims)
+                raise LedgerUnavailable(f"{type(error).__name__}: {error}") from error
             claims.forwarded |= step.forwarded
             claims.held.update(step.claimed)
             if step.blocked_at is None:
@@ -116,7 +132,11 @@ class ForwardedLedger:
         for event_id in sent:
             claims.held.pop(event_id, None)  # out: never released, whatever happens next
         if sent:
-            self.store.complete(sorted(sent), now)
+            try:
+                self.store.complete(sorted(sent), now)
+            except Exception as error:  # noqa: BLE001 - the events are out whatever the store says
+                log.error("could not record %d forwarded event(s); their claims run out in time: %s",
+                          len(sent), error)
         self.release(claims)
 
     def release(self, claims: Claims) -> None:

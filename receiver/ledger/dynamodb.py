@@ -33,7 +33,11 @@ class DynamoLedgerStore(LedgerStore):
         forwarded: set[str] = set()
         claimed: dict[str, str] = {}
         for event_id in event_ids:
-            claim = self.store.claim(event_key(event_id), hold_seconds, EVENT_TTL_SECONDS, now)
+            try:
+                claim = self.store.claim(event_key(event_id), hold_seconds, EVENT_TTL_SECONDS, now)
+            except Exception:
+                self.release(claimed)  # one call per id: the ids before the failure are ours, give them back
+                raise
             if claim.outcome == CLAIMED:
                 claimed[event_id] = claim.token
             elif claim.outcome == COMPLETED:

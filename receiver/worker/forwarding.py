@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from receiver.inbox import ClaimedRecord, Inbox, Outcome, Settlement
-from receiver.ledger import EventStillInProgress, ForwardedLedger
+from receiver.ledger import EventStillInProgress, ForwardedLedger, LedgerUnavailable
 from receiver.metrics import count_forwarded
 from receiver.reconcile import Forward, Reject
 from receiver.sinks import Sink, encode_event
@@ -159,6 +159,10 @@ class Forwarder:
         except EventStillInProgress as error:
             # Another worker is sending one of these right now: look again once it is done.
             return [(item, Retry(str(error), now + LOOK_AGAIN_SECONDS)) for item, _ in outgoing], set()
+        except LedgerUnavailable as error:
+            # Nothing was sent: the records back off and try again (an outage never buries a record).
+            log.error("the forwarded-events ledger failed; %d record(s) try again later: %s", len(outgoing), error)
+            return [(item, self._failed(item, Failure.RETRY, error)) for item, _ in outgoing], set()
         fresh: dict[str, dict[str, Any]] = {}
         for _, verdict in outgoing:
             if verdict.event["event_id"] not in claims.forwarded:
