@@ -43,8 +43,8 @@ COMPLETED = "completed"
 # Outcomes of claim(): ours now, done before, or someone else is at it.
 CLAIMED = "claimed"
 
-# Bounded waits (botocore's default is 60 s a read, each attempt): a connection that hangs costs a worker
-# seconds, not minutes. A pool as large as a web process's threads and a worker's forwarding need.
+# The AWS clients of the inbox and the table. Bounded waits (botocore's default is 60 s a read, each
+# attempt): a connection that hangs costs a worker seconds, not minutes; a pool for a web process's threads.
 CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=20, max_pool_connections=32)
 _BATCH_WRITE_LIMIT = 25  # items per BatchWriteItem
 _UNPROCESSED_ROUNDS = 8  # DynamoDB may leave some items of a batch unprocessed under load

@@ -42,11 +42,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from receiver.config import ConfigError
-from receiver.idempotency import IdempotencyStore
+from receiver.idempotency import CLIENT_CONFIG, IdempotencyStore
 from receiver.inbox import (
     AcceptResult,
     ClaimedRecord,
@@ -90,9 +89,7 @@ class SqsInbox(Inbox):
             raise ConfigError("INBOX_URL: the inbox must be a standard queue, not a .fifo queue")
         self.queue_url = queue_url
         self.store = store
-        self._sqs = sqs or boto3.client(
-            "sqs", config=Config(connect_timeout=5, read_timeout=20, max_pool_connections=32)
-        )
+        self._sqs = sqs or boto3.client("sqs", config=CLIENT_CONFIG)
         self._lock = threading.Lock()
         self._received: dict[str, _Received] = {}
         self.dead_letter_queue = DeadLetterQueue(self._sqs, queue_url)
@@ -212,12 +209,10 @@ class SqsInbox(Inbox):
             self._delay(settlement.record_id, "deferred", now, now)
         elif outcome is Outcome.DEAD:
             self._bury(settlement.record_id, settlement.detail)
-        elif self._reconcile_again(settlement.record_id):
-            pass
-        elif outcome is Outcome.REJECTED:
+        elif not self._reconcile_again(settlement.record_id):  # REJECTED or UNCONFIRMED, key let go
+            if outcome is Outcome.UNCONFIRMED:
+                return True  # the event is out, the record is done
             self._reject(settlement.record_id, settlement.detail, now)
-        else:  # UNCONFIRMED, key released: the event is out, the record is done
-            return True
         return False
 
     def _delete(self, ids: list[str]) -> None:
