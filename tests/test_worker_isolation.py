@@ -18,6 +18,8 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 from receiver import auth
 from receiver.config import load_settings
 from receiver.inbox.sqlite import SqliteInbox
+from receiver.ledger import ForwardedLedger
+from receiver.ledger.sqlite import SqliteLedgerStore
 from receiver.records import extract_record
 from receiver.sinks import LogSink
 from receiver.tencentcloud import UNREADABLE_ANSWER, DescribeCall
@@ -154,4 +156,78 @@ def test_an_unreadable_answer_is_not_remembered_as_final_so_each_attempt_asks_af
         assert "UnreadableAnswer" in errors[garbage] and "WorkflowTask: Not a valid mapping" in errors[garbage]
     finally:
         del ANSWERS[unhashable], ANSWERS[garbage]
+        inbox.close()
+
+
+class FailingLedgerStore(SqliteLedgerStore):
+    """The SQLite ledger with an outage switched on and off by the test: of its claims, or of its completes."""
+
+    def __init__(self, path: Any, failing: str):
+        super().__init__(path)
+        self.failing = failing
+        self.failures = 0
+
+    def _fail(self, call: str) -> None:
+        if self.failing == call:
+            self.failures += 1
+            raise sqlite3.OperationalError("database is locked")
+
+    def claim_in_order(self, event_ids: list[str], hold_seconds: float, now: float) -> Any:
+        self._fail("claim")
+        return super().claim_in_order(event_ids, hold_seconds, now)
+
+    def complete(self, event_ids: list[str], now: float) -> None:
+        self._fail("complete")
+        super().complete(event_ids, now)
+
+
+def worker_with_ledger(tmp_path: Any, failing: str) -> tuple[Worker, SqliteInbox, FailingLedgerStore, list[float]]:
+    inbox = SqliteInbox(tmp_path / "inbox.db")
+    for name in ("a", "b", "c"):
+        accept(inbox, task(name))
+    store = FailingLedgerStore(tmp_path / "inbox.db", failing)
+    clock = [T0 + 1]
+    settings = load_settings({"RECEIVER_PUBLIC_URL": RECEIVER, "MAX_ATTEMPTS": "2"})
+    worker = Worker(settings, inbox, LogSink(str(tmp_path / "events.jsonl")), TencentCloudEdge(),
+                    clock=lambda: clock[0], ledger=ForwardedLedger(store))
+    return worker, inbox, store, clock
+
+
+def forwarded_tasks(tmp_path: Any) -> list[str]:
+    path = tmp_path / "events.jsonl"
+    return sorted(json.loads(line)["task_id"] for line in path.read_text().splitlines()) if path.exists() else []
+
+
+def test_a_ledger_that_fails_a_claim_sends_nothing_and_its_records_retry_soon_never_buried(tmp_path):
+    """Before the fix the store's exception escaped the pass: the records waited out their lease behind it."""
+    worker, inbox, store, clock = worker_with_ledger(tmp_path, failing="claim")
+    try:
+        for _ in range(3):  # more outages than MAX_ATTEMPTS: an outage is never the record's fault
+            worker.run_once()
+            assert forwarded_tasks(tmp_path) == [] and inbox.counts_by_state() == {"pending": 3}
+            clock[0] += 120
+        assert store.failures == 3
+        store.failing = ""
+        worker.run_once()
+        assert forwarded_tasks(tmp_path) == [task("a"), task("b"), task("c")]
+        assert inbox.counts_by_state() == {"done": 3}
+    finally:
+        worker.stop()
+        inbox.close()
+
+
+def test_a_ledger_that_fails_to_record_a_send_still_settles_the_records_and_sends_each_event_once(tmp_path):
+    """The sink took the events: their records are done, whatever the ledger says (before: they stayed leased
+    and were sent again when the lease ran out)."""
+    worker, inbox, store, clock = worker_with_ledger(tmp_path, failing="complete")
+    try:
+        assert worker.run_once() == 3
+        assert store.failures == 1
+        assert inbox.counts_by_state() == {"done": 3}
+        clock[0] += 3600  # past every lease and claim
+        store.failing = ""
+        worker.run_once()
+        assert forwarded_tasks(tmp_path) == [task("a"), task("b"), task("c")]
+    finally:
+        worker.stop()
         inbox.close()
