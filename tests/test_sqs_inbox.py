@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -288,6 +289,42 @@ def test_a_record_that_cannot_be_settled_does_not_keep_its_batch_mates_from_bein
     assert again.record.id == deferred.id
     # the one that failed keeps its lease (and comes back when it runs out); the done one is gone
     assert deployment.inbox().counts_by_state() == {"pending": 0, "leased": 2, "dead": 0, "rejected": 0}
+
+
+class SettleDuringExtension:
+    """The SQS client, with a settle run on another thread while a lease extension is on its way to SQS: the
+    worker's forwarding thread settles while its loop extends the leases of the records in hand."""
+
+    def __init__(self, sqs: Any):
+        self._sqs = sqs
+        self.settle: Any = None
+        self.settled_during_the_call = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+    def change_message_visibility_batch(self, **request: Any) -> Any:
+        if self.settle is not None:
+            settling = threading.Thread(target=self.settle)
+            settling.start()
+            settling.join(2)  # unfixed, the settle is done by now; fixed, it waits for this call
+            self.settled_during_the_call = not settling.is_alive()
+        return self._sqs.change_message_visibility_batch(**request)
+
+
+def test_a_lease_extension_racing_a_settle_does_not_hide_the_settled_record_again(deployment):
+    """Seen in test_scale_out: a record deferred while its lease was being extended was put back out of sight
+    for a whole lease (the old receipt handle still works), and no worker held it."""
+    sqs = SettleDuringExtension(deployment.moto.client("sqs"))
+    inbox = SqsInbox(deployment.queue_url, IdempotencyStore(deployment.table), sqs=sqs)
+    callback = record()
+    inbox.accept(callback)
+    claim_until(inbox, 1, lease=60)
+    sqs.settle = lambda: inbox.settle(OWNER, [Settlement(callback.id, Outcome.DEFERRED)], time.time())
+    inbox.extend_leases(OWNER, [callback.id], 60, time.time())
+    [again] = claim_until(deployment.inbox(), 1, timeout=5)  # deferred: due at once, not in 60 s
+    assert again.record.id == callback.id
+    assert not sqs.settled_during_the_call  # the settle waited for the extension's call to SQS
 
 
 

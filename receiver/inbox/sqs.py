@@ -92,6 +92,9 @@ class SqsInbox(Inbox):
         self._sqs = sqs or boto3.client("sqs", config=CLIENT_CONFIG)
         self._lock = threading.Lock()
         self._received: dict[str, _Received] = {}
+        # Held across each lease-extension call: a record settled meanwhile (made visible again for a retry)
+        # is settled after the call, never put back out of sight by it with a receipt handle SQS still takes.
+        self._extending = threading.Lock()
         self.dead_letter_queue = DeadLetterQueue(self._sqs, queue_url)
 
     @classmethod
@@ -157,7 +160,7 @@ class SqsInbox(Inbox):
             del self._received[record_id]
 
     def _take(self, record_id: str) -> _Received | None:
-        with self._lock:
+        with self._extending, self._lock:
             return self._received.pop(record_id, None)
 
     def lease_owners(self) -> set[str]:
@@ -169,21 +172,26 @@ class SqsInbox(Inbox):
     def extend_leases(self, owner: str, ids: list[str], lease_seconds: float, now: float) -> None:
         """ChangeMessageVisibilityBatch, ten messages a call; a message whose handle is gone runs out by itself."""
         expires = now + lease_seconds
-        with self._lock:
-            held = [(record_id, self._received[record_id]) for record_id in ids if record_id in self._received]
-            for _, seen in held:
-                seen.lease_expires_at = expires
-        for start in range(0, len(held), MAX_RECEIVE):
-            entries = [{"Id": str(n), "ReceiptHandle": seen.receipt_handle,
-                        "VisibilityTimeout": math.ceil(lease_seconds)}
-                       for n, (_, seen) in enumerate(held[start:start + MAX_RECEIVE])]
-            try:
-                answer = self._sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
-            except (ClientError, BotoCoreError) as error:
-                log.warning("could not extend %d lease(s): %s", len(entries), error)
-                continue
-            for failed in answer.get("Failed", []):
-                log.warning("could not extend a lease: %s", failed.get("Message") or failed.get("Code"))
+        for start in range(0, len(ids), MAX_RECEIVE):
+            with self._extending:
+                with self._lock:
+                    held = [self._received[record_id] for record_id in ids[start:start + MAX_RECEIVE]
+                            if record_id in self._received]
+                    for seen in held:
+                        seen.lease_expires_at = expires
+                if held:
+                    self._extend(held, lease_seconds)
+
+    def _extend(self, held: list[_Received], lease_seconds: float) -> None:
+        entries = [{"Id": str(n), "ReceiptHandle": seen.receipt_handle, "VisibilityTimeout": math.ceil(lease_seconds)}
+                   for n, seen in enumerate(held)]
+        try:
+            answer = self._sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
+        except (ClientError, BotoCoreError) as error:
+            log.warning("could not extend %d lease(s): %s", len(entries), error)
+            return
+        for failed in answer.get("Failed", []):
+            log.warning("could not extend a lease: %s", failed.get("Message") or failed.get("Code"))
 
     def settle(self, owner: str, settlements: list[Settlement], now: float) -> None:
         """Each record on its own: one that SQS or DynamoDB fails keeps its lease and comes back when it runs
