@@ -93,7 +93,8 @@ class SqsInbox(Inbox):
         self._lock = threading.Lock()
         self._received: dict[str, _Received] = {}
         # Held across each lease-extension call: a record settled meanwhile (made visible again for a retry)
-        # is settled after the call, never put back out of sight by it with a receipt handle SQS still takes.
+        # is settled after the call, never put back out of sight for a whole lease by it. SQS documents that
+        # it "might" refuse a change of a message no longer in flight; moto takes it.
         self._extending = threading.Lock()
         self.dead_letter_queue = DeadLetterQueue(self._sqs, queue_url)
 
