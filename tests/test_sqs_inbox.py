@@ -314,7 +314,7 @@ class SettleDuringExtension:
 
 def test_a_lease_extension_racing_a_settle_does_not_hide_the_settled_record_again(deployment):
     """Seen in test_scale_out: a record deferred while its lease was being extended was put back out of sight
-    for a whole lease (the old receipt handle still works), and no worker held it."""
+    for a whole lease (its receipt handle was still the latest), and no worker held it."""
     sqs = SettleDuringExtension(deployment.moto.client("sqs"))
     inbox = SqsInbox(deployment.queue_url, IdempotencyStore(deployment.table), sqs=sqs)
     callback = record()
@@ -325,8 +325,6 @@ def test_a_lease_extension_racing_a_settle_does_not_hide_the_settled_record_agai
     [again] = claim_until(deployment.inbox(), 1, timeout=5)  # deferred: due at once, not in 60 s
     assert again.record.id == callback.id
     assert not sqs.settled_during_the_call  # the settle waited for the extension's call to SQS
-
-
 
 
 # --- the command line on an SQS deployment ----------------------------------------------------------
